@@ -1,0 +1,49 @@
+# The two commands a researcher needs: `make benchmark LOSS=batch_hard` and `make test`.
+# Each creates (once) and reuses the local virtual environment .venv.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+LOSS ?=
+DATASET ?= glyphs
+PROTOCOL ?= quick
+TRIALS ?=
+REPS ?=
+SEED ?=
+STORAGE ?=
+
+BENCH_ARGS := --loss "$(LOSS)" --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
+	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
+	$(if $(STORAGE),--storage "$(STORAGE)")
+
+.PHONY: benchmark test leaderboard report lint bench-metrics clean-venv
+
+$(VENV)/.runtime: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+benchmark: $(VENV)/.runtime
+	@test -n "$(LOSS)" || { echo "usage: make benchmark LOSS=<loss> (see: $(BIN)/harness --help)"; exit 2; }
+	$(BIN)/harness benchmark $(BENCH_ARGS)
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+
+leaderboard report: $(VENV)/.runtime
+	$(BIN)/harness leaderboard
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check harness losses tests benchmarks
+
+bench-metrics: $(VENV)/.dev
+	$(BIN)/python benchmarks/metrics.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,138 @@
+"""The `harness` command: benchmark, score, splits, leaderboard, losses.
+
+User errors (HarnessError) become one line on stderr and exit code 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.records import REPO_ROOT
+
+EXIT_USER_ERROR = 2
+
+
+def _epilog() -> str:
+    import losses
+    from harness.data import available_datasets
+    from harness.protocol import available_protocols
+
+    return (f"losses: none (untrained baseline), {', '.join(losses.available())}\n"
+            f"datasets: {', '.join(available_datasets())}\n"
+            f"protocols: {', '.join(available_protocols())} (or a path to a .toml file)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness", description="Fair-comparison benchmark of deep metric learning losses.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    bench = commands.add_parser("benchmark", help="search, test and record one loss under a protocol")
+    bench.add_argument("--loss", required=True, help="a registered loss, or 'none' for the untrained baseline")
+    bench.add_argument("--dataset", default="glyphs")
+    bench.add_argument("--protocol", default="quick", help="a shipped protocol name or a path to a .toml file")
+    bench.add_argument("--trials", type=int, help="override the protocol's trial count (new protocol hash)")
+    bench.add_argument("--reps", type=int, help="override the protocol's reproductions (new protocol hash)")
+    bench.add_argument("--seed", type=int, help="override the protocol's seed (new protocol hash)")
+    bench.add_argument("--storage", help="Optuna storage URL (default: sqlite file results/studies.db)")
+    bench.add_argument("--results", type=Path, default=REPO_ROOT / "results", help=argparse.SUPPRESS)
+    bench.add_argument("--reports", type=Path, default=REPO_ROOT / "reports", help=argparse.SUPPRESS)
+    bench.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    score = commands.add_parser("score", help="P@1, R-precision and MAP@R of saved embeddings, as JSON")
+    score.add_argument("--embeddings", type=Path, required=True, help=".npy float array [N, D]")
+    score.add_argument("--labels", type=Path, required=True, help=".npy array [N] of ints or strings")
+
+    splits = commands.add_parser("splits", help="print the class-disjoint split as JSON")
+    which = splits.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset")
+    which.add_argument("--classes", type=int)
+    splits.add_argument("--folds", type=int, default=4)
+
+    board = commands.add_parser("leaderboard", help="regenerate leaderboard CSVs and reports from the records")
+    board.add_argument("--results", type=Path, default=REPO_ROOT / "results", help=argparse.SUPPRESS)
+    board.add_argument("--reports", type=Path, default=REPO_ROOT / "reports", help=argparse.SUPPRESS)
+
+    commands.add_parser("losses", help="list the registered losses with their search spaces")
+    return parser
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    from harness.benchmark import check_loss_name, run_benchmark
+    from harness.data import check_dataset_name
+    from harness.leaderboard import leaderboard_tables, table_stem
+    from harness.protocol import load_protocol
+    from harness.report import format_table
+
+    check_loss_name(args.loss)
+    check_dataset_name(args.dataset)
+    protocol = load_protocol(args.protocol).with_overrides(trials=args.trials, reproductions=args.reps,
+                                                            seed=args.seed)
+    record = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
+                           results_dir=args.results, reports_dir=args.reports, storage=args.storage,
+                           progress=not args.no_progress)
+    stem = table_stem(args.dataset, protocol.name, protocol.hash)
+    table = leaderboard_tables(args.results)[stem]
+    print(f"\n{args.loss} on {args.dataset}, protocol {protocol.name} ({protocol.short_hash}), "
+          f"{record['wall_seconds']:.0f} s; best hyperparameters: {json.dumps(record['search']['best_params'])}")
+    print("Test figures in percent, mean ± 95% CI over reproductions "
+          "(sep. = fold models alone, averaged; con. = 4 fold models concatenated):\n")
+    print(format_table(table))
+    print(f"\nrecord: {args.results / 'runs' / record['run_id'] / 'record.json'}")
+    print(f"leaderboard: {args.results / 'leaderboard' / (stem + '.csv')}  report: {args.reports / (stem + '.md')}")
+
+
+def _splits(args: argparse.Namespace) -> None:
+    from harness.splits import class_disjoint_split
+
+    if args.dataset is not None:
+        from harness.data import check_dataset_name, load_dataset
+        from harness.protocol import load_protocol
+
+        check_dataset_name(args.dataset)
+        num_classes = load_dataset(args.dataset, image_size=load_protocol("quick").images.image_size).num_classes
+    else:
+        num_classes = args.classes
+    print(json.dumps(class_disjoint_split(num_classes, args.folds).as_dict()))
+
+
+def _losses() -> None:
+    import losses
+
+    for name in losses.available():
+        info = losses.info(name)
+        space = ", ".join(f"{k} {v}" for k, v in info.space.items()) or "no hyperparameters"
+        print(f"{name}: {info.description}\n    searched: {space}\n    paper: {info.paper}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "benchmark":
+            _benchmark(args)
+        elif args.command == "score":
+            from harness.metrics import score_files
+
+            print(json.dumps(score_files(args.embeddings, args.labels)))
+        elif args.command == "splits":
+            _splits(args)
+        elif args.command == "leaderboard":
+            from harness.leaderboard import write_leaderboards
+
+            for path in write_leaderboards(args.results, args.reports):
+                print(path)
+        elif args.command == "losses":
+            _losses()
+    except HarnessError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

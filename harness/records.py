@@ -1,0 +1,111 @@
+"""Run records: one JSON file per run that says exactly how every figure was made.
+
+Writes go to a temporary file in the same directory, are flushed to disk, then renamed over the
+target, so a crash or Ctrl-C leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+__all__ = ["write_atomic", "write_json_atomic", "environment", "new_run_id", "save_record",
+           "load_records", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("dml-harness", "torch", "torchvision", "timm", "optuna", "faiss-cpu", "numpy", "scipy",
+            "pandas", "scikit-learn")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value):
+    """NaN is not JSON: a one-reproduction interval is stored as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(_json_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment() -> dict:
+    """What a reader needs to rerun: versions, commit (and whether the tree was dirty), machine."""
+    import torch
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "packages": versions,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def new_run_id(dataset: str, protocol_name: str, loss_name: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    safe_loss = "".join(c if c.isalnum() or c in "-_" else "-" for c in loss_name)
+    return f"{stamp}__{dataset}__{protocol_name}__{safe_loss}"
+
+
+def save_record(results_dir: Path, record: dict) -> Path:
+    path = Path(results_dir) / "runs" / record["run_id"] / "record.json"
+    write_json_atomic(path, record)
+    return path
+
+
+def load_records(results_dir: Path) -> list[dict]:
+    """Every run record under results/runs, oldest first; a corrupt record is named, not skipped."""
+    records = []
+    for path in sorted((Path(results_dir) / "runs").glob("*/record.json")):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise HarnessError(f"corrupt run record {path}: {error}") from error
+    return records

@@ -1,0 +1,90 @@
+"""Human-readable comparison: a Markdown table per leaderboard and a plot of MAP@R with its CI."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from harness.evaluate import METRICS, MODES
+from harness.records import write_atomic
+
+__all__ = ["format_table", "write_report"]
+
+METRIC_TITLES = {"precision_at_1": "P@1", "r_precision": "R-Prec", "map_at_r": "MAP@R"}
+
+
+def _cell(mean: float, ci95: float) -> str:
+    """Percent with its 95% half-width, as papers print them."""
+    if ci95 is None or (isinstance(ci95, float) and math.isnan(ci95)):
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} ± {100 * ci95:.2f}"
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """A Markdown table: one row per loss, test figures in percent (mean ± 95% CI)."""
+    header = ["loss"] + [f"{mode[:3]}. {METRIC_TITLES[m]}" for mode in MODES for m in METRICS]
+    header += ["trials", "reps", "best hyperparameters"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in frame.iterrows():
+        cells = [row["loss"]]
+        cells += [_cell(row[f"{mode}_{m}_mean"], row[f"{mode}_{m}_ci95"]) for mode in MODES for m in METRICS]
+        params = json.loads(row["best_params"])
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        cells += [str(row["trials"]), str(row["reproductions"]), shown or "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(frame: pd.DataFrame) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(frame) + 2), 3.5))
+    positions = range(len(frame))
+    width = 0.38
+    for offset, mode in ((-width / 2, "separated"), (width / 2, "concatenated")):
+        means = 100 * frame[f"{mode}_map_at_r_mean"].to_numpy(dtype=float)
+        errors = 100 * frame[f"{mode}_map_at_r_ci95"].fillna(0).to_numpy(dtype=float)
+        ax.bar([p + offset for p in positions], means, width, yerr=errors, capsize=3, label=mode)
+    ax.set_xticks(list(positions), frame["loss"], rotation=30, ha="right")
+    ax.set_ylabel("test MAP@R (%)")
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_report(frame: pd.DataFrame, reports_dir: Path, stem: str) -> list[Path]:
+    first = frame.iloc[0]
+    markdown = "\n".join([
+        f"# {first['dataset']} / protocol {first['protocol']}",
+        "",
+        f"Protocol hash `{first['protocol_hash']}`. Test figures in percent, mean ± 95% Student-t half-width "
+        "over reproductions; `sep.` scores each fold model alone (averaged), `con.` the four fold models' "
+        "embeddings joined. `none` is the network as initialised, untrained. Regenerated from the run "
+        "records by `make leaderboard`; each row's `run_id` names its record under `results/runs/`.",
+        "",
+        format_table(frame),
+        "",
+        "| loss | run_id |",
+        "|---|---|",
+        *[f"| {row['loss']} | `{row['run_id']}` |" for _, row in frame.iterrows()],
+        "",
+        f"![test MAP@R]({stem}.png)",
+        "",
+    ])
+    md_path, png_path = reports_dir / f"{stem}.md", reports_dir / f"{stem}.png"
+    write_atomic(md_path, markdown)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png_path.with_suffix(".png.tmp")
+    tmp.write_bytes(_plot(frame))
+    tmp.replace(png_path)
+    return [md_path, png_path]

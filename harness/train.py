@@ -1,0 +1,132 @@
+"""Training one fold model: class-balanced batches, periodic validation MAP@R, early stopping.
+
+The whole loop is in `train_fold` so a reader sees every step; the best checkpoint (by validation
+MAP@R) is kept in memory and loaded back before returning.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import losses
+from harness.data import ImageSet
+from harness.errors import HarnessError, LossNotFinite
+from harness.metrics import retrieval_metrics
+from harness.model import EmbeddingNet
+from harness.protocol import OptimizerSettings, Protocol
+from harness.sampler import MPerClassSampler
+from harness.seeding import derive_seed, seed_everything
+from harness.transforms import normalize, random_affine, to_float
+
+__all__ = ["FoldResult", "build_model", "embed", "train_fold", "default_device"]
+
+LOSS_LR_KEY = "loss_lr"  # a searched hyperparameter the harness consumes, not the loss
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class FoldResult:
+    model: EmbeddingNet
+    best_val_map_at_r: float
+    best_iteration: int
+    iterations_run: int
+    history: list[dict] = field(default_factory=list)
+
+
+def build_model(protocol: Protocol, in_chans: int, seed: int) -> EmbeddingNet:
+    """The network as initialised: the same seed gives the same weights for every loss."""
+    seed_everything(seed)
+    return EmbeddingNet(protocol.model, in_chans=in_chans)
+
+
+@torch.no_grad()
+def embed(model: EmbeddingNet, images: torch.Tensor, protocol: Protocol, *,
+          device: torch.device | None = None, batch_size: int = 512) -> np.ndarray:
+    """Evaluation embeddings (no augmentation), float32 [N, D]."""
+    device = device or default_device()
+    model.eval()
+    parts = []
+    for start in range(0, len(images), batch_size):
+        batch = normalize(to_float(images[start:start + batch_size].to(device)), protocol.images)
+        parts.append(model(batch).float().cpu())
+    return torch.cat(parts).numpy()
+
+
+def _optimizer(settings: OptimizerSettings, groups: list[dict]) -> torch.optim.Optimizer:
+    groups = [g for g in groups if g["params"]]
+    if settings.name == "adam":
+        return torch.optim.Adam(groups, weight_decay=settings.weight_decay)
+    if settings.name == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    if settings.name == "rmsprop":
+        return torch.optim.RMSprop(groups, weight_decay=settings.weight_decay, momentum=settings.momentum)
+    if settings.name == "sgd":
+        return torch.optim.SGD(groups, weight_decay=settings.weight_decay, momentum=settings.momentum)
+    raise HarnessError(f"unknown optimizer '{settings.name}'")
+
+
+def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: ImageSet,
+               val_set: ImageSet, seed: int, device: torch.device | None = None,
+               on_validation: Callable[[int, float], None] | None = None) -> FoldResult:
+    """Train on `train_set`'s classes, keep the checkpoint with the best MAP@R on `val_set`.
+
+    Raises LossNotFinite (with the iteration and value) if the loss is NaN or infinite.
+    """
+    device = device or default_device()
+    budget = protocol.budget
+    model = build_model(protocol, in_chans=train_set.images.shape[1], seed=seed).to(device)
+    # proxies and class-indexed parameters need labels 0..k-1 of the training classes
+    train_classes, train_labels = torch.unique(train_set.labels, return_inverse=True)
+    loss_params = dict(hparams)
+    loss_lr = float(loss_params.pop(LOSS_LR_KEY, protocol.optimizer.loss_lr))
+    criterion = losses.build(loss_name, embedding_dim=protocol.model.embedding_size,
+                             num_classes=len(train_classes), **loss_params).to(device)
+    optimizer = _optimizer(protocol.optimizer, [
+        {"params": [p for p in model.trunk.parameters() if p.requires_grad], "lr": protocol.optimizer.trunk_lr},
+        {"params": list(model.embedder.parameters()), "lr": protocol.optimizer.embedder_lr},
+        {"params": [p for p in criterion.parameters() if p.requires_grad], "lr": loss_lr},
+    ])
+    sampler = MPerClassSampler(train_labels, batch_size=protocol.batch.batch_size,
+                               m_per_class=protocol.batch.m_per_class, seed=derive_seed(seed, "sampler"))
+    augment_rng = torch.Generator().manual_seed(derive_seed(seed, "augment"))
+    images, train_labels = train_set.images.to(device), train_labels.to(device)
+
+    best_score, best_iteration, best_state, stale, history = -math.inf, 0, None, 0, []
+    iteration = 0
+    for iteration in range(1, budget.max_iterations + 1):
+        model.train()
+        index = sampler.next_batch().to(device)
+        batch = random_affine(to_float(images[index]), protocol.images, augment_rng)
+        loss = criterion(model(normalize(batch, protocol.images)), train_labels[index])
+        if not torch.isfinite(loss):
+            raise LossNotFinite(f"loss '{loss_name}' with {hparams} became {loss.item()} "
+                                f"at iteration {iteration}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if iteration % budget.validation_interval and iteration != budget.max_iterations:
+            continue
+        score = retrieval_metrics(embed(model, val_set.images, protocol, device=device),
+                                  val_set.labels.numpy())["map_at_r"]
+        history.append({"iteration": iteration, "loss": float(loss.item()), "val_map_at_r": score})
+        if on_validation:
+            on_validation(iteration, score)
+        if score > best_score:
+            best_score, best_iteration, stale = score, iteration, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= budget.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return FoldResult(model, best_score, best_iteration, iteration, history)

@@ -1,0 +1,40 @@
+"""Deep metric learning losses, reached through a registry so the harness treats them alike.
+
+    import losses
+    losses.available()                       # ['batch_all', 'batch_hard', ...]
+    losses.search_space("batch_hard")        # {'margin': FloatDistribution(0.01, 1.0)}
+    params = losses.suggest(trial, "batch_hard")
+    criterion = losses.build("batch_hard", embedding_dim=128, num_classes=100, **params)
+    loss = criterion(embeddings, labels)     # embeddings [B, D] float, labels [B] int64
+
+A new loss module registers its classes with `register_loss` and is imported below.
+"""
+
+from __future__ import annotations
+
+from losses.registry import (
+    HARNESS_KEYS,
+    RESERVED_NAMES,
+    LossInfo,
+    available,
+    build,
+    info,
+    register_loss,
+    search_space,
+    suggest,
+)
+
+# imported for their registrations
+from losses import triplet  # noqa: E402, F401  isort: skip
+
+__all__ = [
+    "HARNESS_KEYS",
+    "RESERVED_NAMES",
+    "LossInfo",
+    "available",
+    "build",
+    "info",
+    "register_loss",
+    "search_space",
+    "suggest",
+]

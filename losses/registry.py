@@ -1,0 +1,240 @@
+"""The loss registry: one place that knows every loss, its searched space and its defaults.
+
+The harness never imports a loss class directly; it asks the registry to `build` one by name, to
+list the `search_space` that Optuna explores, and to `suggest` a configuration for a trial. Keeping
+the space next to the class (in `register_loss`) means a loss and the ranges it is tuned over are
+reviewed together, and the harness can hash the space into a study's identity.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import optuna
+import torch
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "HARNESS_KEYS",
+    "RESERVED_NAMES",
+    "LossInfo",
+    "available",
+    "build",
+    "info",
+    "register_loss",
+    "search_space",
+    "suggest",
+]
+
+# "none" names the untrained baseline in results tables, so no loss may take it.
+RESERVED_NAMES = frozenset({"none"})
+# Searched hyperparameters that the harness consumes itself (the learning rate of a loss's own
+# parameters, see harness/train.py) rather than the loss constructor: `build` validates them
+# against the space but never passes them on.
+HARNESS_KEYS = frozenset({"loss_lr"})
+# Passed by `build` to constructors that name them; never hyperparameters.
+_CONTEXT_KEYS = ("embedding_dim", "num_classes")
+
+ModuleT = TypeVar("ModuleT", bound=type[torch.nn.Module])
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """Everything the harness needs to know about a registered loss."""
+
+    name: str
+    cls: type[torch.nn.Module]
+    description: str
+    paper: str
+    space: dict[str, BaseDistribution]
+    defaults: dict[str, object]
+
+    @property
+    def accepted(self) -> list[str]:
+        """The hyperparameter keywords `build` accepts, sorted."""
+        return sorted(set(self.defaults) | set(self.space))
+
+
+_REGISTRY: dict[str, LossInfo] = {}
+
+
+def _describe(dist: BaseDistribution) -> str:
+    """A distribution's accepted values, for error messages."""
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        text = f"[{dist.low}, {dist.high}]"
+        if dist.step not in (None, 1):
+            text += f" in steps of {dist.step}"
+        return text
+    if isinstance(dist, CategoricalDistribution):
+        return "one of " + ", ".join(repr(c) for c in dist.choices)
+    return repr(dist)
+
+
+def _check_value(loss: str, key: str, value: object, dist: BaseDistribution) -> object:
+    """Return `value` in the type the distribution implies, or raise naming what is accepted."""
+    where = f"loss '{loss}': hyperparameter {key}={value!r}"
+    if isinstance(dist, CategoricalDistribution):
+        if value not in dist.choices:
+            raise HarnessError(f"{where} is not accepted; expected {_describe(dist)}")
+        return value
+    if isinstance(dist, IntDistribution):
+        # bool is an int subclass, but True as a number of anything is a caller's mistake
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HarnessError(f"{where} is not an integer; expected an integer in {_describe(dist)}")
+        if not dist.low <= value <= dist.high or (value - dist.low) % dist.step:
+            raise HarnessError(f"{where} is out of range; expected {_describe(dist)}")
+        return value
+    if isinstance(dist, FloatDistribution):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise HarnessError(f"{where} is not a number; expected a float in {_describe(dist)}")
+        value = float(value)
+        # written so that NaN fails the check too
+        if not dist.low <= value <= dist.high:
+            raise HarnessError(f"{where} is out of range; expected {_describe(dist)}")
+        if dist.step is not None:
+            steps = (value - dist.low) / dist.step
+            if not math.isclose(steps, round(steps), abs_tol=1e-8):
+                raise HarnessError(f"{where} is out of range; expected {_describe(dist)}")
+        return value
+    raise HarnessError(f"loss '{loss}': hyperparameter {key} has an unsupported distribution "
+                       f"{type(dist).__name__}; expected Float-, Int- or CategoricalDistribution")
+
+
+def _constructor_params(cls: type) -> Mapping[str, inspect.Parameter]:
+    params = dict(inspect.signature(cls).parameters)
+    return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def register_loss(name: str, *, space: Mapping[str, BaseDistribution], defaults: Mapping[str, object],
+                  description: str, paper: str) -> Callable[[ModuleT], ModuleT]:
+    """Class decorator that registers a loss under `name`.
+
+    Checked here rather than at build time, so a mistake in a loss module fails on import:
+    the name is new and not reserved, every searched or defaulted key is a constructor argument
+    (or a harness key), every required constructor argument has a default, and each default lies
+    in its searched range.
+    """
+
+    def decorator(cls: ModuleT) -> ModuleT:
+        if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+            raise HarnessError(f"loss name {name!r} is not accepted; expected a lower-case identifier")
+        if name in RESERVED_NAMES:
+            raise HarnessError(f"loss name '{name}' is reserved; choose a name other than "
+                               + ", ".join(sorted(RESERVED_NAMES)))
+        if name in _REGISTRY:
+            raise HarnessError(f"loss name '{name}' is already registered by "
+                               f"{_REGISTRY[name].cls.__module__}.{_REGISTRY[name].cls.__qualname__}")
+        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+            raise HarnessError(f"loss '{name}': {cls!r} is not accepted; expected a torch.nn.Module subclass")
+        if not description.strip() or "\n" in description.strip():
+            raise HarnessError(f"loss '{name}': description {description!r} is not accepted; "
+                               "expected one line")
+        if not paper.strip():
+            raise HarnessError(f"loss '{name}': paper is empty; expected a citation")
+
+        params = _constructor_params(cls)
+        for key, dist in space.items():
+            if not isinstance(dist, FloatDistribution | IntDistribution | CategoricalDistribution):
+                raise HarnessError(f"loss '{name}': space[{key!r}]={dist!r} is not accepted; expected "
+                                   "an optuna Float-, Int- or CategoricalDistribution")
+        for key in set(space) | set(defaults):
+            if key in _CONTEXT_KEYS:
+                raise HarnessError(f"loss '{name}': {key} is passed by build, not a hyperparameter; "
+                                   "remove it from space and defaults")
+            if key not in params and key not in HARNESS_KEYS:
+                raise HarnessError(f"loss '{name}': hyperparameter {key} is not an argument of "
+                                   f"{cls.__qualname__}; accepted: " + ", ".join(sorted(params)))
+        missing_defaults = sorted(set(space) - set(defaults) - HARNESS_KEYS)
+        if missing_defaults:
+            raise HarnessError(f"loss '{name}': searched hyperparameters without a default: "
+                               + ", ".join(missing_defaults))
+        required = sorted(k for k, p in params.items()
+                          if p.default is p.empty and k not in defaults and k not in _CONTEXT_KEYS)
+        if required:
+            raise HarnessError(f"loss '{name}': constructor arguments without a default: "
+                               + ", ".join(required) + "; give them in defaults")
+        checked = dict(defaults)
+        for key, value in defaults.items():
+            if key in space:
+                checked[key] = _check_value(name, key, value, space[key])
+
+        _REGISTRY[name] = LossInfo(name=name, cls=cls, description=description.strip(), paper=paper.strip(),
+                                   space=dict(space), defaults=checked)
+        return cls
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Registered loss names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def info(name: str) -> LossInfo:
+    """The registration record of `name`."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise HarnessError(f"unknown loss {name!r}; known losses: " + ", ".join(available())) from None
+
+
+def search_space(name: str) -> dict[str, BaseDistribution]:
+    """The searched hyperparameters of `name` (a copy: callers may not change the registry)."""
+    return dict(info(name).space)
+
+
+def build(name: str, *, embedding_dim: int, num_classes: int, **hparams: object) -> torch.nn.Module:
+    """Instantiate loss `name`: defaults, overridden by `hparams`, each checked against the space.
+
+    `embedding_dim` and `num_classes` go to constructors that declare them (proxy losses need
+    them); harness keys such as loss_lr are validated and then left out, as the optimiser uses them.
+    """
+    record = info(name)
+    for key, value in (("embedding_dim", embedding_dim), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HarnessError(f"build('{name}'): {key}={value!r} is not accepted; "
+                               "expected a positive integer")
+    unknown = sorted(set(hparams) - set(record.accepted))
+    if unknown and not record.accepted:
+        raise HarnessError(f"loss '{name}' has no hyperparameter {unknown[0]}; it takes no hyperparameters")
+    if unknown:
+        accepted = ", ".join(record.accepted)
+        raise HarnessError(f"loss '{name}' has no hyperparameter {unknown[0]}; accepted: {accepted}")
+    values = {**record.defaults, **hparams}
+    for key in list(values):
+        if key in record.space:
+            values[key] = _check_value(name, key, values[key], record.space[key])
+    kwargs = {k: v for k, v in values.items() if k not in HARNESS_KEYS}
+    params = _constructor_params(record.cls)
+    if "embedding_dim" in params:
+        kwargs["embedding_dim"] = embedding_dim
+    if "num_classes" in params:
+        kwargs["num_classes"] = num_classes
+    return record.cls(**kwargs)
+
+
+def suggest(trial: optuna.Trial, name: str) -> dict[str, object]:
+    """Sample `name`'s space through the trial; the trial's parameter names are the hyperparameter names."""
+    chosen: dict[str, object] = {}
+    for key, dist in info(name).space.items():
+        if isinstance(dist, FloatDistribution):
+            chosen[key] = trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, IntDistribution):
+            chosen[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+        elif isinstance(dist, CategoricalDistribution):
+            chosen[key] = trial.suggest_categorical(key, dist.choices)
+        else:  # unreachable for registered losses; kept so a new distribution type fails loudly
+            raise HarnessError(f"loss '{name}': hyperparameter {key} has an unsupported distribution "
+                               f"{type(dist).__name__}; expected Float-, Int- or CategoricalDistribution")
+    return chosen
