@@ -12,6 +12,7 @@ A new loss module registers its classes with `register_loss` and is imported bel
 
 from __future__ import annotations
 
+from losses import triplet  # noqa: F401  (imported for its registrations)
 from losses.registry import (
     HARNESS_KEYS,
     RESERVED_NAMES,
@@ -23,9 +24,6 @@ from losses.registry import (
     search_space,
     suggest,
 )
-
-# imported for their registrations
-from losses import triplet  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "HARNESS_KEYS",

@@ -1,0 +1,174 @@
+"""End to end on glyphs with a tiny protocol: records, tables, leak-freedom, reproducibility, resume."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+import harness.search
+from harness.benchmark import default_storage, run_benchmark
+from harness.data import load_dataset
+from harness.errors import LossNotFinite
+from harness.evaluate import METRICS, MODES
+from harness.search import FAIL_REASON, counted_trials, run_search
+from harness.splits import class_disjoint_split
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path, protocol, data_root, loss="batch_hard", **kw):
+    return run_benchmark(loss_name=loss, dataset="glyphs", protocol=protocol, results_dir=tmp_path / "results",
+                         reports_dir=tmp_path / "reports", data_root=data_root, progress=False, **kw)
+
+
+def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol, data_root):
+    record = _run(tmp_path, tiny_protocol, data_root)
+    baseline = _run(tmp_path, tiny_protocol, data_root, loss="none")
+
+    path = tmp_path / "results" / "runs" / record["run_id"] / "record.json"
+    stored = json.loads(path.read_text())
+    assert stored["protocol_hash"] == tiny_protocol.hash and stored["protocol"]["name"] == "tiny"
+    assert stored["status"] == "complete" and stored["loss"]["name"] == "batch_hard"
+    assert stored["loss"]["source_sha256"] and stored["dataset"]["version"].startswith("glyphs-v")
+    assert stored["search"]["trials_counted"] == 2 and len(stored["search"]["trials"]) == 2
+    assert set(stored["search"]["best_params"]) == {"margin"}
+    for trial in stored["search"]["trials"]:
+        assert all(f"fold{f}_val_map_at_r" in trial for f in range(4))
+    assert len(stored["test"]["reproductions"]) == 2
+    assert all(len(rep["folds"]) == 4 for rep in stored["test"]["reproductions"])
+    env = stored["environment"]
+    assert env["packages"]["torch"] and "git_commit" in env and env["command"]
+
+    # the test stage saw only test classes: 727 glyphs -> classes 363..726
+    assert stored["dataset"]["test_classes"] == 727 - 363 and stored["dataset"]["test_items"] == 364 * 16
+
+    csv_path = tmp_path / "results" / "leaderboard" / "glyphs__tiny__{}.csv".format(tiny_protocol.hash[:12])
+    table = pd.read_csv(csv_path)
+    assert list(table["loss"]) == ["none", "batch_hard"]  # the baseline row comes first
+    required = ["dataset", "protocol", "protocol_hash", "loss", "run_id", "trials", "reproductions", "best_params"]
+    required += [f"{m}_{k}_{s}" for m in MODES for k in METRICS for s in ("mean", "ci95")]
+    assert set(required) <= set(table.columns)
+    row = table.set_index("loss").loc["batch_hard"]
+    assert row["run_id"] == record["run_id"] and json.loads(row["best_params"]).keys() == {"margin"}
+    for column in required[8:]:
+        assert 0.0 <= row[column] <= 1.0
+    assert row["concatenated_map_at_r_mean"] == pytest.approx(
+        record["test"]["summary"]["concatenated_map_at_r"]["mean"], abs=1e-6)
+    assert table.set_index("loss").loc["none", "run_id"] == baseline["run_id"]
+    assert baseline["search"]["trials_counted"] == 0
+
+    report = (tmp_path / "reports" / csv_path.with_suffix(".md").name).read_text()
+    assert "| batch_hard |" in report and "| none |" in report and tiny_protocol.hash in report
+    assert (tmp_path / "reports" / csv_path.with_suffix(".png").name).stat().st_size > 1000
+
+
+def test_same_command_and_seed_give_identical_test_figures(tmp_path, tiny_protocol, data_root):
+    first = _run(tmp_path / "a", tiny_protocol, data_root)
+    second = _run(tmp_path / "b", tiny_protocol, data_root)
+    assert first["search"]["best_params"] == second["search"]["best_params"]
+    assert first["test"]["summary"] == second["test"]["summary"]
+    assert first["test"]["reproductions"] == second["test"]["reproductions"]
+
+
+def test_search_never_reads_a_test_item(tmp_path, tiny_protocol, data_root, monkeypatch):
+    data = load_dataset("glyphs", image_size=16, root=data_root)
+    split = class_disjoint_split(data.num_classes)
+    seen = set()
+    real_train_fold = harness.search.train_fold
+
+    def spying_train_fold(**kwargs):
+        seen.update(kwargs["train_set"].labels.tolist())
+        seen.update(kwargs["val_set"].labels.tolist())
+        return real_train_fold(**kwargs)
+
+    monkeypatch.setattr(harness.search, "train_fold", spying_train_fold)
+    # the benchmark hands the search the trainval subset only; check what it hands over, too
+    real_run_search = harness.benchmark.run_search
+
+    def spying_run_search(trainval, *args, **kwargs):
+        assert set(trainval.labels.tolist()) == set(split.trainval)
+        return real_run_search(trainval, *args, **kwargs)
+
+    monkeypatch.setattr(harness.benchmark, "run_search", spying_run_search)
+    _run(tmp_path, tiny_protocol, data_root)
+    assert seen == set(split.trainval)
+    assert not seen & set(split.test)
+
+
+def _search(tmp_path, protocol, data_root, storage):
+    data = load_dataset("glyphs", image_size=16, root=data_root)
+    split = class_disjoint_split(data.num_classes)
+    return run_search(data.subset(split.trainval), split, protocol, "batch_hard", dataset="glyphs",
+                      storage=storage, progress=False)
+
+
+def test_interrupted_search_resumes_where_it_stopped(tmp_path, tiny_protocol, data_root, monkeypatch):
+    protocol = tiny_protocol.with_overrides(trials=3)
+    storage = default_storage(tmp_path)
+    calls = []
+    real_train_fold = harness.search.train_fold
+
+    def interrupting_train_fold(**kwargs):
+        calls.append(kwargs["hparams"])
+        if len(calls) == 6:  # second fold of the second trial: as if the user pressed Ctrl-C
+            raise KeyboardInterrupt
+        return real_train_fold(**kwargs)
+
+    monkeypatch.setattr(harness.search, "train_fold", interrupting_train_fold)
+    with pytest.raises(KeyboardInterrupt):
+        _search(tmp_path, protocol, data_root, storage)
+    study = optuna.load_study(study_name=harness.search.study_name("glyphs", protocol, "batch_hard"),
+                              storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+    assert len(counted_trials(study)) == 1
+
+    calls.clear()
+    monkeypatch.setattr(harness.search, "train_fold", lambda **kw: (calls.append(kw), real_train_fold(**kw))[1])
+    result = _search(tmp_path, protocol, data_root, storage)
+    assert result.trials_counted == 3
+    assert len(calls) == 2 * 4  # only the two missing trials were trained, not all three
+    assert [t["state"] for t in result.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+
+    calls.clear()
+    again = _search(tmp_path, protocol, data_root, storage)  # complete: nothing more to do
+    assert calls == [] and again.best_params == result.best_params
+
+
+class _NaNWhenMarginLarge(torch.nn.Module):
+    def __init__(self, margin):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, embeddings, labels):
+        value = embeddings.sum() * 0.0
+        return value + float("nan") if self.margin > 0.5 else value + embeddings.pow(2).sum() * 1e-3
+
+
+def test_a_nan_loss_fails_that_trial_only(tmp_path, tiny_protocol, data_root, monkeypatch):
+    protocol = tiny_protocol.with_overrides(trials=4)
+    storage = default_storage(tmp_path)
+    study = optuna.create_study(storage=storage, direction="maximize",
+                                study_name=harness.search.study_name("glyphs", protocol, "batch_hard"))
+    for margin in (0.9, 0.1, 0.2, 0.3):
+        study.enqueue_trial({"margin": margin})
+    monkeypatch.setattr(harness.train.losses, "build",
+                        lambda name, *, embedding_dim, num_classes, margin: _NaNWhenMarginLarge(margin))
+    result = _search(tmp_path, protocol, data_root, storage)
+    assert [t["state"] for t in result.trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert result.trials[0]["params"] == {"margin": 0.9}
+    assert "became nan at iteration 1" in result.trials[0][FAIL_REASON]
+    assert result.trials_counted == 4 and result.best_params["margin"] in (0.1, 0.2, 0.3)
+
+
+def test_train_fold_raises_loss_not_finite(tiny_protocol, data_root, monkeypatch):
+    monkeypatch.setattr(harness.train.losses, "build", lambda name, **kw: _NaNWhenMarginLarge(1.0))
+    data = load_dataset("glyphs", image_size=16, root=data_root)
+    split = class_disjoint_split(data.num_classes)
+    with pytest.raises(LossNotFinite, match="iteration 1"):
+        harness.train.train_fold(protocol=tiny_protocol, loss_name="x", hparams={},
+                                 train_set=data.subset(split.folds[0].train),
+                                 val_set=data.subset(split.folds[0].val), seed=0)
