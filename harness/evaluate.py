@@ -9,6 +9,7 @@ fold models' embeddings joined into one). Mean and a 95% Student-t interval over
 from __future__ import annotations
 
 import math
+
 import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm

@@ -10,7 +10,7 @@ TINY = {
     "name": "tiny",
     "version": 1,
     "description": "test-sized: a few iterations per fold",
-    "model": {"backbone": "test_convnext3", "embedding_size": 32},
+    "model": {"backbone": "test_efficientnet", "embedding_size": 32},
     "batch": {"batch_size": 32, "m_per_class": 4},
     "images": {"image_size": 16},
     "budget": {"max_iterations": 12, "validation_interval": 6, "patience": 1},

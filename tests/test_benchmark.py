@@ -46,7 +46,7 @@ def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol,
     # the test stage saw only test classes: 727 glyphs -> classes 363..726
     assert stored["dataset"]["test_classes"] == 727 - 363 and stored["dataset"]["test_items"] == 364 * 16
 
-    csv_path = tmp_path / "results" / "leaderboard" / "glyphs__tiny__{}.csv".format(tiny_protocol.hash[:12])
+    csv_path = tmp_path / "results" / "leaderboard" / f"glyphs__tiny__{tiny_protocol.hash[:12]}.csv"
     table = pd.read_csv(csv_path)
     assert list(table["loss"]) == ["none", "batch_hard"]  # the baseline row comes first
     required = ["dataset", "protocol", "protocol_hash", "loss", "run_id", "trials", "reproductions", "best_params"]
