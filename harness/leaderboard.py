@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.evaluate import METRICS, MODES
 from harness.protocol import available_protocols, load_protocol
-from harness.records import load_records, write_atomic
+from harness.records import load_records
 
 __all__ = ["leaderboard_tables", "write_leaderboards", "table_stem", "BASELINE"]
 

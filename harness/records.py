@@ -1,45 +1,28 @@
 """Run records: one JSON file per run that says exactly how every figure was made.
 
-Writes go to a temporary file in the same directory, are flushed to disk, then renamed over the
-target, so a crash or Ctrl-C leaves either the old file or the new one, never half of one.
+Records are written atomically (harness.atomic), so an interrupted run never leaves half a record.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from harness.atomic import write_atomic
 from harness.errors import HarnessError
 
-__all__ = ["write_atomic", "write_json_atomic", "environment", "new_run_id", "save_record",
+__all__ = ["write_json_atomic", "environment", "new_run_id", "save_record",
            "load_records", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dml-harness", "torch", "torchvision", "timm", "optuna", "faiss-cpu", "numpy", "scipy",
             "pandas", "scikit-learn")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_safe(value):

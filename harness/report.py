@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.atomic import write_atomic
 from harness.evaluate import METRICS, MODES
-from harness.records import write_atomic
 
 __all__ = ["format_table", "write_report"]
 
@@ -83,8 +83,5 @@ def write_report(frame: pd.DataFrame, reports_dir: Path, stem: str) -> list[Path
     ])
     md_path, png_path = reports_dir / f"{stem}.md", reports_dir / f"{stem}.png"
     write_atomic(md_path, markdown)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png_path.with_suffix(".png.tmp")
-    tmp.write_bytes(_plot(frame))
-    tmp.replace(png_path)
+    write_atomic(png_path, _plot(frame))
     return [md_path, png_path]

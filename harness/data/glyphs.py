@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.atomic import atomic_open
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -209,23 +208,14 @@ def _render_images(characters: Sequence[str], image_size: int) -> np.ndarray:
 
 def _write_cache(path: Path, images: np.ndarray, labels: np.ndarray, characters: Sequence[str]) -> None:
     """Write to a temporary file beside the target and rename it, so readers never see a partial cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                images=images,
-                labels=labels,
-                characters=np.array(list(characters), dtype=str),
-                faces=np.array(list(FACES) * len(characters), dtype=str),
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            images=images,
+            labels=labels,
+            characters=np.array(list(characters), dtype=str),
+            faces=np.array(list(FACES) * len(characters), dtype=str),
+        )
 
 
 def _read_cache(path: Path, image_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -1,0 +1,88 @@
+"""Atomic writes, run records and leaderboard regeneration (no training: records built by hand)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from harness.atomic import atomic_open, write_atomic
+from harness.errors import HarnessError
+from harness.evaluate import summarize
+from harness.leaderboard import leaderboard_tables, write_leaderboards
+from harness.protocol import load_protocol
+from harness.records import environment, load_records, save_record
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "table.csv"
+    write_atomic(path, "old\n")
+    with pytest.raises(KeyboardInterrupt), atomic_open(path) as handle:
+        handle.write("half of the new")
+        raise KeyboardInterrupt
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]  # no temporary file left behind
+    write_atomic(path, b"new\n")
+    assert path.read_bytes() == b"new\n"
+
+
+def test_summary_is_mean_and_student_t_half_width():
+    reps = [{"separated": {"precision_at_1": v, "r_precision": v, "map_at_r": v},
+             "concatenated": {"precision_at_1": v, "r_precision": v, "map_at_r": v}} for v in (0.1, 0.2, 0.3)]
+    figure = summarize(reps)["concatenated_map_at_r"]
+    # std (ddof=1) = 0.1; t(0.975, 2) = 4.302653; half-width = 4.302653 * 0.1 / sqrt(3)
+    assert figure["mean"] == pytest.approx(0.2)
+    assert figure["ci95"] == pytest.approx(4.302652729911275 * 0.1 / math.sqrt(3))
+    assert math.isnan(summarize(reps[:1])["separated_map_at_r"]["ci95"])
+
+
+def _record(run_id, loss, value, *, protocol_hash=None, finished_at="2026-01-01T00:00:00", status="complete"):
+    protocol = load_protocol("quick")
+    reps = [{m: {"precision_at_1": value, "r_precision": value, "map_at_r": value} for m in
+             ("separated", "concatenated")} for _ in range(2)]
+    return {"run_id": run_id, "status": status, "finished_at": finished_at,
+            "dataset": {"name": "glyphs", "version": "glyphs-v1-test"},
+            "protocol": protocol.to_dict(), "protocol_hash": protocol_hash or protocol.hash,
+            "loss": {"name": loss}, "search": {"trials_counted": 4, "best_params": {"margin": 0.1},
+                                               "best_value": value},
+            "test": {"reproductions": reps, "summary": summarize(reps)},
+            "environment": {"git_commit": "abc"}}
+
+
+def test_leaderboard_keeps_newest_complete_run_per_loss_and_separates_protocols(tmp_path):
+    results = tmp_path / "results"
+    save_record(results, _record("r1", "batch_hard", 0.3, finished_at="2026-01-01T00:00:00"))
+    save_record(results, _record("r2", "batch_hard", 0.4, finished_at="2026-01-02T00:00:00"))
+    save_record(results, _record("r3", "batch_hard", 0.9, finished_at="2026-01-03T00:00:00", status="running"))
+    save_record(results, _record("r4", "none", 0.1))
+    save_record(results, _record("r5", "batch_all", 0.5))
+    save_record(results, _record("r6", "batch_all", 0.7, protocol_hash="f" * 64))
+    tables = leaderboard_tables(results)
+    assert set(tables) == {"glyphs__quick", "glyphs__quick__ffffffffffff"}
+    main = tables["glyphs__quick"]
+    assert list(main["loss"]) == ["none", "batch_all", "batch_hard"]
+    assert list(main["run_id"]) == ["r4", "r5", "r2"]
+    assert tables["glyphs__quick__ffffffffffff"]["run_id"].tolist() == ["r6"]
+
+    written = write_leaderboards(results, tmp_path / "reports")
+    assert {p.name for p in written} >= {"glyphs__quick.csv", "glyphs__quick.md", "glyphs__quick.png"}
+    csv = pd.read_csv(results / "leaderboard" / "glyphs__quick.csv")
+    assert csv.loc[csv["loss"] == "batch_hard", "concatenated_map_at_r_mean"].item() == pytest.approx(0.4)
+    assert json.loads(csv.loc[0, "best_params"]) == {"margin": 0.1}
+
+
+def test_corrupt_record_is_named(tmp_path):
+    save_record(tmp_path, _record("good", "none", 0.1))
+    bad = tmp_path / "runs" / "bad" / "record.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"run_id": "bad", ')
+    with pytest.raises(HarnessError, match="corrupt run record .*bad/record.json"):
+        load_records(tmp_path)
+
+
+def test_environment_names_versions_and_commit():
+    env = environment()
+    assert env["packages"]["torch"].startswith("2.14.1") and env["packages"]["optuna"]
+    assert {"git_commit", "git_dirty", "python", "platform", "device", "command"} <= set(env)
