@@ -45,7 +45,7 @@ def loss_identity(loss_name: str) -> dict:
         "description": info.description,
         "paper": info.paper,
         "source_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else None,
-        "search_space": {k: str(v) for k, v in info.space.items()},
+        "search_space": {k: losses.describe(v) for k, v in info.space.items()},
     }
 
 

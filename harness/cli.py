@@ -106,7 +106,7 @@ def _losses() -> None:
 
     for name in losses.available():
         info = losses.info(name)
-        space = ", ".join(f"{k} {v}" for k, v in info.space.items()) or "no hyperparameters"
+        space = "; ".join(f"{k} {losses.describe(v)}" for k, v in info.space.items()) or "no hyperparameters"
         print(f"{name}: {info.description}\n    searched: {space}\n    paper: {info.paper}")
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "LossInfo",
     "available",
     "build",
+    "describe",
     "info",
     "register_loss",
     "search_space",
@@ -69,12 +70,14 @@ class LossInfo:
 _REGISTRY: dict[str, LossInfo] = {}
 
 
-def _describe(dist: BaseDistribution) -> str:
-    """A distribution's accepted values, for error messages."""
+def describe(dist: BaseDistribution) -> str:
+    """A distribution's accepted values, for error messages and listings: `[0.01, 1.0] lin`."""
     if isinstance(dist, FloatDistribution | IntDistribution):
         text = f"[{dist.low}, {dist.high}]"
         if dist.step not in (None, 1):
             text += f" in steps of {dist.step}"
+        if isinstance(dist, FloatDistribution) or dist.log:
+            text += " log" if dist.log else " lin"
         return text
     if isinstance(dist, CategoricalDistribution):
         return "one of " + ", ".join(repr(c) for c in dist.choices)
@@ -86,26 +89,26 @@ def _check_value(loss: str, key: str, value: object, dist: BaseDistribution) -> 
     where = f"loss '{loss}': hyperparameter {key}={value!r}"
     if isinstance(dist, CategoricalDistribution):
         if value not in dist.choices:
-            raise HarnessError(f"{where} is not accepted; expected {_describe(dist)}")
+            raise HarnessError(f"{where} is not accepted; expected {describe(dist)}")
         return value
     if isinstance(dist, IntDistribution):
         # bool is an int subclass, but True as a number of anything is a caller's mistake
         if isinstance(value, bool) or not isinstance(value, int):
-            raise HarnessError(f"{where} is not an integer; expected an integer in {_describe(dist)}")
+            raise HarnessError(f"{where} is not an integer; expected an integer in {describe(dist)}")
         if not dist.low <= value <= dist.high or (value - dist.low) % dist.step:
-            raise HarnessError(f"{where} is out of range; expected {_describe(dist)}")
+            raise HarnessError(f"{where} is out of range; expected {describe(dist)}")
         return value
     if isinstance(dist, FloatDistribution):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise HarnessError(f"{where} is not a number; expected a float in {_describe(dist)}")
+            raise HarnessError(f"{where} is not a number; expected a float in {describe(dist)}")
         value = float(value)
         # written so that NaN fails the check too
         if not dist.low <= value <= dist.high:
-            raise HarnessError(f"{where} is out of range; expected {_describe(dist)}")
+            raise HarnessError(f"{where} is out of range; expected {describe(dist)}")
         if dist.step is not None:
             steps = (value - dist.low) / dist.step
             if not math.isclose(steps, round(steps), abs_tol=1e-8):
-                raise HarnessError(f"{where} is out of range; expected {_describe(dist)}")
+                raise HarnessError(f"{where} is out of range; expected {describe(dist)}")
         return value
     raise HarnessError(f"loss '{loss}': hyperparameter {key} has an unsupported distribution "
                        f"{type(dist).__name__}; expected Float-, Int- or CategoricalDistribution")
