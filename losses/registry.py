@@ -31,6 +31,7 @@ __all__ = [
     "LossInfo",
     "available",
     "build",
+    "declare_loss",
     "describe",
     "info",
     "register_loss",
@@ -119,9 +120,66 @@ def _constructor_params(cls: type) -> Mapping[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
+def _checked_info(name: str, cls: type, space: Mapping[str, BaseDistribution], defaults: Mapping[str, object],
+                  description: str, paper: str) -> LossInfo:
+    """Checked here rather than at build time, so a mistake in a loss module fails on import."""
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise HarnessError(f"loss '{name}': {cls!r} is not accepted; expected a torch.nn.Module subclass")
+    if not description.strip() or "\n" in description.strip():
+        raise HarnessError(f"loss '{name}': description {description!r} is not accepted; "
+                           "expected one line")
+    if not paper.strip():
+        raise HarnessError(f"loss '{name}': paper is empty; expected a citation")
+
+    params = _constructor_params(cls)
+    for key, dist in space.items():
+        if not isinstance(dist, FloatDistribution | IntDistribution | CategoricalDistribution):
+            raise HarnessError(f"loss '{name}': space[{key!r}]={dist!r} is not accepted; expected "
+                               "an optuna Float-, Int- or CategoricalDistribution")
+    for key in set(space) | set(defaults):
+        if key in _CONTEXT_KEYS:
+            raise HarnessError(f"loss '{name}': {key} is passed by build, not a hyperparameter; "
+                               "remove it from space and defaults")
+        if key not in params and key not in HARNESS_KEYS:
+            raise HarnessError(f"loss '{name}': hyperparameter {key} is not an argument of "
+                               f"{cls.__qualname__}; accepted: " + ", ".join(sorted(params)))
+    missing_defaults = sorted(set(space) - set(defaults) - HARNESS_KEYS)
+    if missing_defaults:
+        raise HarnessError(f"loss '{name}': searched hyperparameters without a default: "
+                           + ", ".join(missing_defaults))
+    required = sorted(k for k, p in params.items()
+                      if p.default is p.empty and k not in defaults and k not in _CONTEXT_KEYS)
+    if required:
+        raise HarnessError(f"loss '{name}': constructor arguments without a default: "
+                           + ", ".join(required) + "; give them in defaults")
+    checked = dict(defaults)
+    for key, value in defaults.items():
+        if key in space:
+            checked[key] = _check_value(name, key, value, space[key])
+
+    return LossInfo(name=name, cls=cls, description=description.strip(), paper=paper.strip(),
+                    space=dict(space), defaults=checked)
+
+
+def declare_loss(*, space: Mapping[str, BaseDistribution], defaults: Mapping[str, object],
+                 description: str, paper: str) -> Callable[[ModuleT], ModuleT]:
+    """Class decorator for a loss outside the zoo: the same declaration as `register_loss`, no name.
+
+    The harness reaches such a class by import path (`my_pkg.my_module:MyLoss`, `path/file.py:MyLoss`)
+    or through the `dml_harness.losses` entry-point group; the checks are the same as the zoo's.
+    """
+
+    def decorator(cls: ModuleT) -> ModuleT:
+        cls.__loss_info__ = _checked_info(f"{cls.__module__}:{cls.__qualname__}", cls, space, defaults,
+                                          description, paper)
+        return cls
+
+    return decorator
+
+
 def register_loss(name: str, *, space: Mapping[str, BaseDistribution], defaults: Mapping[str, object],
                   description: str, paper: str) -> Callable[[ModuleT], ModuleT]:
-    """Class decorator that registers a loss under `name`.
+    """Class decorator that registers a loss of the zoo under `name`.
 
     Checked here rather than at build time, so a mistake in a loss module fails on import:
     the name is new and not reserved, every searched or defaulted key is a constructor argument
@@ -138,58 +196,26 @@ def register_loss(name: str, *, space: Mapping[str, BaseDistribution], defaults:
         if name in _REGISTRY:
             raise HarnessError(f"loss name '{name}' is already registered by "
                                f"{_REGISTRY[name].cls.__module__}.{_REGISTRY[name].cls.__qualname__}")
-        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-            raise HarnessError(f"loss '{name}': {cls!r} is not accepted; expected a torch.nn.Module subclass")
-        if not description.strip() or "\n" in description.strip():
-            raise HarnessError(f"loss '{name}': description {description!r} is not accepted; "
-                               "expected one line")
-        if not paper.strip():
-            raise HarnessError(f"loss '{name}': paper is empty; expected a citation")
-
-        params = _constructor_params(cls)
-        for key, dist in space.items():
-            if not isinstance(dist, FloatDistribution | IntDistribution | CategoricalDistribution):
-                raise HarnessError(f"loss '{name}': space[{key!r}]={dist!r} is not accepted; expected "
-                                   "an optuna Float-, Int- or CategoricalDistribution")
-        for key in set(space) | set(defaults):
-            if key in _CONTEXT_KEYS:
-                raise HarnessError(f"loss '{name}': {key} is passed by build, not a hyperparameter; "
-                                   "remove it from space and defaults")
-            if key not in params and key not in HARNESS_KEYS:
-                raise HarnessError(f"loss '{name}': hyperparameter {key} is not an argument of "
-                                   f"{cls.__qualname__}; accepted: " + ", ".join(sorted(params)))
-        missing_defaults = sorted(set(space) - set(defaults) - HARNESS_KEYS)
-        if missing_defaults:
-            raise HarnessError(f"loss '{name}': searched hyperparameters without a default: "
-                               + ", ".join(missing_defaults))
-        required = sorted(k for k, p in params.items()
-                          if p.default is p.empty and k not in defaults and k not in _CONTEXT_KEYS)
-        if required:
-            raise HarnessError(f"loss '{name}': constructor arguments without a default: "
-                               + ", ".join(required) + "; give them in defaults")
-        checked = dict(defaults)
-        for key, value in defaults.items():
-            if key in space:
-                checked[key] = _check_value(name, key, value, space[key])
-
-        _REGISTRY[name] = LossInfo(name=name, cls=cls, description=description.strip(), paper=paper.strip(),
-                                   space=dict(space), defaults=checked)
+        _REGISTRY[name] = _checked_info(name, cls, space, defaults, description, paper)
         return cls
 
     return decorator
 
 
 def available() -> list[str]:
-    """Registered loss names, sorted."""
-    return sorted(_REGISTRY)
+    """Zoo losses and those installed packages offer (entry-point group `dml_harness.losses`), sorted."""
+    from losses.plugins import entry_point_names
+
+    return sorted(set(_REGISTRY) | set(entry_point_names()))
 
 
 def info(name: str) -> LossInfo:
-    """The registration record of `name`."""
-    try:
+    """The record of `name`: a zoo loss, an installed plug-in, or an import path `module:Class`."""
+    if isinstance(name, str) and name in _REGISTRY:
         return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise HarnessError(f"unknown loss {name!r}; known losses: " + ", ".join(available())) from None
+    from losses.plugins import resolve_external
+
+    return resolve_external(name)
 
 
 def search_space(name: str) -> dict[str, BaseDistribution]:
