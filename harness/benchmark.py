@@ -5,8 +5,6 @@ Every input is checked before anything is written, so bad input leaves `results/
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,13 +36,12 @@ def loss_identity(loss_name: str) -> dict:
     if loss_name == BASELINE:
         return {"name": BASELINE, "description": "the network as initialised, no training"}
     info = losses.info(loss_name)
-    source = inspect.getsourcefile(info.cls)
     return {
         "name": loss_name,
         "class": f"{info.cls.__module__}:{info.cls.__qualname__}",
         "description": info.description,
         "paper": info.paper,
-        "source_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else None,
+        "source_sha256": losses.source_sha256(loss_name),
         "search_space": {k: losses.describe(v) for k, v in info.space.items()},
     }
 

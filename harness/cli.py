@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--storage", help="Optuna storage URL (default: sqlite file results/studies.db)")
     bench.add_argument("--results", type=Path, default=REPO_ROOT / "results", help=argparse.SUPPRESS)
     bench.add_argument("--reports", type=Path, default=REPO_ROOT / "reports", help=argparse.SUPPRESS)
+    bench.add_argument("--data-root", type=Path, default=None, help=argparse.SUPPRESS)
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
     score = commands.add_parser("score", help="P@1, R-precision and MAP@R of saved embeddings, as JSON")
@@ -75,7 +76,7 @@ def _benchmark(args: argparse.Namespace) -> None:
                                                             seed=args.seed)
     record = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
                            results_dir=args.results, reports_dir=args.reports, storage=args.storage,
-                           progress=not args.no_progress)
+                           data_root=args.data_root, progress=not args.no_progress)
     stem = table_stem(args.dataset, protocol.name, protocol.hash)
     table = leaderboard_tables(args.results)[stem]
     print(f"\n{args.loss} on {args.dataset}, protocol {protocol.name} ({protocol.short_hash}), "

@@ -43,6 +43,8 @@ def _row(record: dict) -> dict:
         "protocol": record["protocol"]["name"],
         "protocol_hash": record["protocol_hash"],
         "loss": record["loss"]["name"],
+        "loss_class": record["loss"].get("class"),
+        "loss_source_sha256": record["loss"].get("source_sha256"),
         "run_id": record["run_id"],
         "trials": record["search"]["trials_counted"],
         "reproductions": len(record["test"]["reproductions"]),
@@ -60,17 +62,21 @@ def _row(record: dict) -> dict:
 
 
 def leaderboard_tables(results_dir: Path) -> dict[str, pd.DataFrame]:
-    """Table stem -> one row per loss (its newest complete run), baseline first, then best first."""
+    """Table stem -> one row per loss (its newest complete run), baseline first, then best first.
+
+    A loss is its name and the hash of its source file: a changed loss gets a row of its own
+    beside the old one instead of silently replacing it.
+    """
     newest: dict[tuple[str, str, str], dict] = {}
     for record in load_records(results_dir):
         if record.get("status") != "complete":
             continue
         key = (table_stem(record["dataset"]["name"], record["protocol"]["name"], record["protocol_hash"]),
-               record["loss"]["name"])
+               record["loss"]["name"], record["loss"].get("source_sha256"))
         if key not in newest or record["finished_at"] >= newest[key]["finished_at"]:
             newest[key] = record
     rows: dict[str, list[dict]] = {}
-    for (stem, _), record in newest.items():
+    for (stem, _, _), record in newest.items():
         rows.setdefault(stem, []).append(_row(record))
     tables = {}
     for stem, table_rows in rows.items():

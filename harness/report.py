@@ -29,8 +29,12 @@ def format_table(frame: pd.DataFrame) -> str:
     header = ["loss"] + [f"{mode[:3]}. {METRIC_TITLES[m]}" for mode in MODES for m in METRICS]
     header += ["trials", "reps", "best hyperparameters"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    repeated = set(frame["loss"][frame["loss"].duplicated()])
     for _, row in frame.iterrows():
-        cells = [row["loss"]]
+        label = row["loss"]
+        if label in repeated:  # the same loss with changed source: tell the rows apart
+            label += f" (src {str(row.get('loss_source_sha256'))[:8]})"
+        cells = [label]
         cells += [_cell(row[f"{mode}_{m}_mean"], row[f"{mode}_{m}_ci95"]) for mode in MODES for m in METRICS]
         params = json.loads(row["best_params"])
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

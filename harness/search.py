@@ -40,7 +40,9 @@ class SearchResult:
 
 
 def study_name(dataset: str, protocol: Protocol, loss_name: str) -> str:
-    return f"{dataset}__{protocol.name}-{protocol.short_hash}__{loss_name}"
+    """One study per dataset, protocol hash, loss and loss source: a changed loss starts afresh."""
+    source = (losses.source_sha256(loss_name) or "unknown")[:12]
+    return f"{dataset}__{protocol.name}-{protocol.short_hash}__{loss_name}-{source}"
 
 
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -24,6 +24,7 @@ from losses.registry import (
     info,
     register_loss,
     search_space,
+    source_sha256,
     suggest,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "info",
     "register_loss",
     "search_space",
+    "source_sha256",
     "suggest",
 ]

@@ -8,10 +8,12 @@ reviewed together, and the harness can hash the space into a study's identity.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import optuna
@@ -36,6 +38,7 @@ __all__ = [
     "info",
     "register_loss",
     "search_space",
+    "source_sha256",
     "suggest",
 ]
 
@@ -216,6 +219,12 @@ def info(name: str) -> LossInfo:
     from losses.plugins import resolve_external
 
     return resolve_external(name)
+
+
+def source_sha256(name: str) -> str | None:
+    """sha256 of the file defining the loss's class: records and study names change when the loss does."""
+    source = inspect.getsourcefile(info(name).cls)
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else None
 
 
 def search_space(name: str) -> dict[str, BaseDistribution]:

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from harness.protocol import protocol_from_dict
+from harness.protocol import load_protocol
 
-TINY = {
-    "name": "tiny",
-    "version": 1,
-    "description": "test-sized: a few iterations per fold",
-    "model": {"backbone": "test_efficientnet", "embedding_size": 32},
-    "batch": {"batch_size": 32, "m_per_class": 4},
-    "images": {"image_size": 16},
-    "budget": {"max_iterations": 12, "validation_interval": 6, "patience": 1},
-    "search": {"folds": 4, "trials": 2, "reproductions": 2, "seed": 3},
-}
+TINY_PROTOCOL = Path(__file__).parent / "tiny.toml"
 
 
 @pytest.fixture(scope="session")
@@ -26,4 +19,4 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture
 def tiny_protocol():
-    return protocol_from_dict(TINY, source="tests/conftest.py TINY")
+    return load_protocol(TINY_PROTOCOL)
