@@ -17,7 +17,7 @@ BENCH_ARGS := --loss "$(LOSS)" --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(STORAGE),--storage "$(STORAGE)")
 
-.PHONY: benchmark test leaderboard report lint bench-metrics clean-venv
+.PHONY: benchmark test leaderboard report lint bench-metrics bench-losses clean-venv
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ lint: $(VENV)/.dev
 
 bench-metrics: $(VENV)/.dev
 	$(BIN)/python benchmarks/metrics.py
+
+bench-losses: $(VENV)/.dev
+	$(BIN)/python benchmarks/losses.py
 
 clean-venv:
 	rm -rf $(VENV)
