@@ -12,7 +12,6 @@ A new loss module registers its classes with `register_loss` and is imported bel
 
 from __future__ import annotations
 
-from losses import triplet  # noqa: F401  (imported for its registrations)
 from losses.registry import (
     HARNESS_KEYS,
     RESERVED_NAMES,
@@ -42,3 +41,6 @@ __all__ = [
     "source_sha256",
     "suggest",
 ]
+
+# the loss families, imported for their registrations (after the registry they register into)
+from losses import infonce, pair, proxy, softmax, triplet  # noqa: E402, F401, I001

@@ -216,3 +216,6 @@ register_loss("batch_semi_hard", space={"margin": _MARGIN}, defaults={"margin": 
 register_loss("batch_hard_soft_margin", space={}, defaults={}, paper=_HERMANS,
               description="Batch-hard triplet loss with softplus in place of the margin hinge.",
               )(BatchHardSoftMarginTripletLoss)
+register_loss("triplet", space={"margin": FloatDistribution(-0.2, 2.0)}, defaults={"margin": 0.05}, paper=_HERMANS,
+              description="batch_all (all triplets, mean over the active ones) with the reality-check margin range.",
+              )(BatchAllTripletLoss)
