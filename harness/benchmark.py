@@ -51,6 +51,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
     """Run the whole protocol for one loss (or the untrained baseline) and return its record."""
     check_loss_name(loss_name)
     check_dataset_name(dataset)
+    identity = loss_identity(loss_name)  # the source hash as the run starts, not as it ends
     started = time.time()
     started_at = datetime.now(UTC).isoformat()
     data = load_dataset(dataset, image_size=protocol.images.image_size, root=data_root)
@@ -89,7 +90,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
                     "test_classes": len(split.test), "test_items": len(test)},
         "protocol": protocol.to_dict(),
         "protocol_hash": protocol.hash,
-        "loss": loss_identity(loss_name),
+        "loss": identity,
         "split": split.as_dict(),
         "search": search_record,
         "test": test_result,

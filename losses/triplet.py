@@ -32,6 +32,16 @@ _SCHROFF = ("Schroff, Kalenichenko, Philbin. FaceNet: A Unified Embedding for Fa
             "Clustering. CVPR 2015")
 
 
+def squared_euclidean_distances(embeddings: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared Euclidean distances [B, B] in float32, from the Gram matrix, clamped at 0."""
+    # half-precision Gram matrices lose the small distances that decide hard triplets
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        x = embeddings.float()
+        gram = x @ x.T
+    squared_norms = gram.diagonal()
+    return (squared_norms[None, :] - 2.0 * gram + squared_norms[:, None]).clamp_min(0.0)
+
+
 def euclidean_distances(embeddings: torch.Tensor) -> torch.Tensor:
     """Pairwise Euclidean distances [B, B] in float32, with a zero (not NaN) gradient where d = 0.
 
@@ -39,12 +49,7 @@ def euclidean_distances(embeddings: torch.Tensor) -> torch.Tensor:
     exactly 0 because |a|² is read off the Gram diagonal itself. The square root is taken only
     where d² > 0, so the infinite derivative of sqrt at 0 never enters the graph.
     """
-    # half-precision Gram matrices lose the small distances that decide hard triplets
-    with torch.autocast(device_type=embeddings.device.type, enabled=False):
-        x = embeddings.float()
-        gram = x @ x.T
-    squared_norms = gram.diagonal()
-    d2 = (squared_norms[None, :] - 2.0 * gram + squared_norms[:, None]).clamp_min(0.0)
+    d2 = squared_euclidean_distances(embeddings)
     nonzero = d2 > 0
     return torch.where(nonzero, d2.where(nonzero, 1.0).sqrt(), 0.0)
 
@@ -67,14 +72,25 @@ def _masked_mean(terms: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return terms.where(valid, 0.0).sum() / valid.sum().clamp_min(1)
 
 
-def _hardest(distances: torch.Tensor,
+def _hardest(embeddings: torch.Tensor,
              labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per anchor: farthest positive, nearest negative, and whether the anchor has both."""
+    """Per anchor: distance to its farthest positive and its nearest negative, and whether it has both.
+
+    The pair is chosen without gradient on squared distances (same order as distances), then only
+    the 2B chosen distances are recomputed with gradient: the backward pass touches 2B vectors
+    instead of a B x B distance matrix, which is what makes this faster than a generic miner + loss.
+    """
     positive, negative = _pair_masks(labels)
-    # distances are >= 0, so filling with 0 never beats a real positive
-    hardest_positive = distances.where(positive, 0.0).max(dim=1).values
-    hardest_negative = distances.where(negative, torch.inf).min(dim=1).values
+    with torch.no_grad():
+        d2 = squared_euclidean_distances(embeddings)
+        farthest_positive = d2.where(positive, -1.0).argmax(dim=1)
+        nearest_negative = d2.where(negative, torch.inf).argmin(dim=1)
     valid = positive.any(dim=1) & negative.any(dim=1)
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        x = embeddings.float()
+        # the norm's gradient at a zero difference is 0, never NaN (duplicate embeddings)
+        hardest_positive = torch.linalg.vector_norm(x - x[farthest_positive], dim=1)
+        hardest_negative = torch.linalg.vector_norm(x - x[nearest_negative], dim=1)
     return hardest_positive, hardest_negative, valid
 
 
@@ -100,7 +116,7 @@ class BatchHardTripletLoss(torch.nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         _check_inputs(embeddings, labels)
-        positive, negative, valid = _hardest(euclidean_distances(embeddings), labels)
+        positive, negative, valid = _hardest(embeddings, labels)
         return _masked_mean(F.relu(positive - negative + self.margin), valid)
 
     def extra_repr(self) -> str:
@@ -121,7 +137,7 @@ class BatchHardSoftMarginTripletLoss(torch.nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         _check_inputs(embeddings, labels)
-        positive, negative, valid = _hardest(euclidean_distances(embeddings), labels)
+        positive, negative, valid = _hardest(embeddings, labels)
         # softplus rather than log1p(exp(x)): no overflow for large x
         return _masked_mean(F.softplus(positive - negative), valid)
 
