@@ -18,6 +18,7 @@ Shared deliberate differences from PML, stated once here and in each class:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -55,8 +56,8 @@ _YU = "Yu, Tao. Deep Metric Learning with Tuplet Margin Loss. ICCV 2019"
 # a row with nothing kept then has a finite log-sum-exp and a finite (zero) gradient.
 _FILL = torch.finfo(torch.float32).min
 
-# Masks are applied by multiplying with float masks rather than with where() or masked_fill(): on CPU
-# those take several times as long on a [B, B] matrix, and every masked term here is finite.
+# Masks are applied by multiplying with float masks (or adding fills) rather than with where() or
+# masked_fill(): on CPU those take several times as long on a [B, B] matrix; every masked term is finite.
 
 
 def cosine_similarities(embeddings: torch.Tensor) -> torch.Tensor:
@@ -67,21 +68,26 @@ def cosine_similarities(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def euclidean_distances(embeddings: torch.Tensor) -> torch.Tensor:
-    """Pairwise Euclidean distances [B, B] in float32 from the Gram matrix, finite gradient at d = 0.
+    """Pairwise Euclidean distances [B, B] in float32, with a finite gradient where d = 0.
 
-    As torch.cdist's matrix-product path: d = sqrt(max(d², 1e-30)), so a zero distance (the
-    diagonal, duplicates) reads 1e-15 and passes a zero gradient. losses.triplet's version gives an
-    exact 0 through three where() calls, which cost more than the whole loss here on CPU.
+    As torch.cdist's matrix-product path (PML's distance): d² = |a|² + |b|² - 2<a, b> in one addmm,
+    d = sqrt(max(d², 1e-30)); a zero distance reads about 1e-15 (or ~1e-4 from rounding) and passes
+    a finite gradient. losses.triplet's version makes the diagonal exactly 0 through three where()
+    calls, which on CPU cost as much as the rest of a pair loss; every loss here masks the diagonal.
     """
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         x = embeddings.float()
-        gram = x @ x.T
-    squared_norms = gram.diagonal()
-    return (squared_norms[None, :] - 2.0 * gram + squared_norms[:, None]).clamp_min(1e-30).sqrt()
+        squared_norms = (x * x).sum(dim=1)
+        d2 = torch.addmm(squared_norms[:, None] + squared_norms[None, :], x, x.T, alpha=-2.0)
+    return d2.clamp_min(1e-30).sqrt()
 
 
 class _Pairs:
-    """The batch's pair masks, boolean and float, and whether it has both kinds of pair."""
+    """The batch's pair masks (boolean, and float 0/1) and whether it has both kinds of pair.
+
+    The additive fills (0 where kept, _FILL where left out) and per-row "has any" flags are built on
+    first use, once per batch, so a loss pays only for what it reads.
+    """
 
     def __init__(self, labels: torch.Tensor) -> None:
         self.positive, self.negative = _pair_masks(labels)
@@ -90,28 +96,44 @@ class _Pairs:
         # float reductions: boolean any() is several times slower on CPU
         self.valid = (self.pos.sum() > 0) & (self.neg.sum() > 0)
 
+    @functools.cached_property
+    def pos_fill(self) -> torch.Tensor:
+        return (1.0 - self.pos) * _FILL
+
+    @functools.cached_property
+    def neg_fill(self) -> torch.Tensor:
+        return (1.0 - self.neg) * _FILL
+
+    @functools.cached_property
+    def pos_rows(self) -> torch.Tensor:
+        return self.pos.amax(dim=1) > 0
+
+    @functools.cached_property
+    def neg_rows(self) -> torch.Tensor:
+        return self.neg.amax(dim=1) > 0
+
 
 def _prepare(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, _Pairs]:
     _check_inputs(embeddings, labels)
     return embeddings.float(), _Pairs(labels)
 
 
-def _keep(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """x where keep is 1, _FILL where it is 0 (keep a float 0/1 mask; x finite)."""
-    return x * keep + (1.0 - keep) * _FILL
+# x + fill (fill 0 or _FILL) rather than where(): a left-out x (|x| far below 1e31) vanishes into
+# _FILL exactly, and the gradient it gets back is 0 (its softmax weight is exp(_FILL - max) = 0, and a
+# row with nothing kept is zeroed after the log-sum-exp).
 
 
-def _masked_logsumexp(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+def _masked_logsumexp(x: torch.Tensor, fill: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Row-wise log(sum over kept entries of exp(x)); 0 for a row with nothing kept (as PML)."""
-    return _keep(x, keep).logsumexp(dim=1) * (keep.amax(dim=1) > 0)
+    return (x + fill).logsumexp(dim=1) * rows
 
 
-def _log1p_sum_exp(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Row-wise log(1 + sum over kept entries of exp(x)); 0 for a row with nothing kept.
+def _log1p_sum_exp(x: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Row-wise log(1 + sum over kept entries of exp(x)); 0 (softplus of _FILL) for a row with nothing kept.
 
     softplus(logsumexp) rather than appending a zero column as PML does: same value, no [B, B+1] copy.
     """
-    return F.softplus(_keep(x, keep).logsumexp(dim=1))
+    return F.softplus((x + fill).logsumexp(dim=1))
 
 
 def _avg_nonzero(terms: torch.Tensor) -> torch.Tensor:
@@ -178,6 +200,9 @@ class SNRContrastiveLoss(torch.nn.Module):
     summed, plus regularizer_weight * mean_i |sum_k x_ik| (the paper's zero-mean constraint on the
     features; PML's ZeroMeanRegularizer, reduced by its mean).
 
+    Defaults: margins 0 and 1 (PML's); regularizer_weight 0.1 is a moderate point of the
+    reality-check range [0, 1], not a value checked against the paper.
+
     Deliberate differences from PML: no re-normalisation of the embeddings; a batch without a
     positive or without a negative pair gives 0 (PML gives the one-sided part plus the regulariser).
     """
@@ -223,8 +248,8 @@ class GeneralizedLiftedStructureLoss(torch.nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings, pairs = _prepare(embeddings, labels)
         distances = euclidean_distances(embeddings)
-        pulls = _masked_logsumexp(distances - self.pos_margin, pairs.pos)
-        pushes = _masked_logsumexp(self.neg_margin - distances, pairs.neg)
+        pulls = _masked_logsumexp(distances - self.pos_margin, pairs.pos_fill, pairs.pos_rows)
+        pushes = _masked_logsumexp(self.neg_margin - distances, pairs.neg_fill, pairs.neg_rows)
         return _only_if(pairs.valid, F.relu(pulls + pushes).mean())
 
     def extra_repr(self) -> str:
@@ -249,14 +274,14 @@ class MultiSimilarityLoss(torch.nn.Module):
         self.beta = beta
         self.base = base
 
-    def _loss(self, similarities: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        pulls = _log1p_sum_exp(self.alpha * (self.base - similarities), positive) / self.alpha
-        pushes = _log1p_sum_exp(self.beta * (similarities - self.base), negative) / self.beta
+    def _loss(self, similarities: torch.Tensor, pos_fill: torch.Tensor, neg_fill: torch.Tensor) -> torch.Tensor:
+        pulls = _log1p_sum_exp(self.alpha * (self.base - similarities), pos_fill) / self.alpha
+        pushes = _log1p_sum_exp(self.beta * (similarities - self.base), neg_fill) / self.beta
         return (pulls + pushes).mean()
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings, pairs = _prepare(embeddings, labels)
-        return _only_if(pairs.valid, self._loss(cosine_similarities(embeddings), pairs.pos, pairs.neg))
+        return _only_if(pairs.valid, self._loss(cosine_similarities(embeddings), pairs.pos_fill, pairs.neg_fill))
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, base={self.base}"
@@ -286,12 +311,14 @@ class MultiSimilarityMinerLoss(MultiSimilarityLoss):
         with torch.no_grad():
             s = similarities.detach()
             # rows without negatives (positives) get the extreme float, so nothing is kept there
-            hardest_negative = _keep(s, pairs.neg).amax(dim=1, keepdim=True)
-            hardest_positive = (-_keep(-s, pairs.pos)).amin(dim=1, keepdim=True)
+            hardest_negative = (s + pairs.neg_fill).amax(dim=1, keepdim=True)
+            hardest_positive = (s - pairs.pos_fill).amin(dim=1, keepdim=True)
             # written as PML compares (s - eps < max, s + eps > min) so rounding picks the same pairs
-            pos = pairs.pos * (s - self.epsilon < hardest_negative)
-            neg = pairs.neg * (s + self.epsilon > hardest_positive)
-        return _only_if(pairs.valid, self._loss(similarities, pos, neg))
+            pos = pairs.positive & (s - self.epsilon < hardest_negative)
+            neg = pairs.negative & (s + self.epsilon > hardest_positive)
+            pos_fill = (~pos).float() * _FILL
+            neg_fill = (~neg).float() * _FILL
+        return _only_if(pairs.valid, self._loss(similarities, pos_fill, neg_fill))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, epsilon={self.epsilon}"
@@ -325,8 +352,9 @@ class CircleLoss(torch.nn.Module):
         fixed = similarities.detach()
         pulls = -self.gamma * F.relu(1.0 + self.m - fixed) * (similarities - (1.0 - self.m))
         pushes = self.gamma * F.relu(fixed + self.m) * (similarities - self.m)
-        per_anchor = F.softplus(_masked_logsumexp(pulls, pairs.pos) + _masked_logsumexp(pushes, pairs.neg))
-        per_anchor = per_anchor * ((pairs.pos.amax(dim=1) > 0) & (pairs.neg.amax(dim=1) > 0))
+        per_anchor = F.softplus(_masked_logsumexp(pulls, pairs.pos_fill, pairs.pos_rows)
+                                + _masked_logsumexp(pushes, pairs.neg_fill, pairs.neg_rows))
+        per_anchor = per_anchor * (pairs.pos_rows & pairs.neg_rows)
         return _only_if(pairs.valid, _avg_nonzero(per_anchor))
 
     def extra_repr(self) -> str:
@@ -361,7 +389,7 @@ class TupletMarginLoss(torch.nn.Module):
         angle = similarities[anchor, other].clamp(-1.0 + 1e-6, 1.0 - 1e-6).acos()
         target = torch.cos(angle - math.radians(self.margin))
         # terms[k, n]: pair k's anchor against every sample n, kept where n is a negative of it
-        terms = _log1p_sum_exp(self.scale * (similarities[anchor] - target[:, None]), pairs.neg[anchor])
+        terms = _log1p_sum_exp(self.scale * (similarities[anchor] - target[:, None]), pairs.neg_fill[anchor])
         return _only_if(pairs.valid, terms.sum() / max(len(terms), 1))
 
     def extra_repr(self) -> str:
