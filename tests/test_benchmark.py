@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import harness.search
+import losses
 from harness.benchmark import default_storage, run_benchmark
 from harness.data import load_dataset
 from harness.errors import LossNotFinite
@@ -182,3 +183,14 @@ def test_quick_protocol_trains_batch_hard_well_past_the_untrained_network(tmp_pa
     trained = _run(tmp_path, quick, data_root)["test"]["summary"]["concatenated_map_at_r"]["mean"]
     untrained = _run(tmp_path, quick, data_root, loss="none")["test"]["summary"]["concatenated_map_at_r"]["mean"]
     assert trained >= 1.5 * untrained, (trained, untrained)
+
+
+@pytest.mark.parametrize("loss_name", losses.available())
+def test_every_registered_loss_runs_the_whole_protocol(tmp_path, tiny_protocol, data_root, loss_name):
+    """Search, test, record and table for each loss of the zoo (one trial, one reproduction)."""
+    protocol = tiny_protocol.with_overrides(trials=1, reproductions=1)
+    record = _run(tmp_path, protocol, data_root, loss=loss_name)
+    assert record["status"] == "complete" and record["search"]["trials_counted"] == 1
+    assert set(record["search"]["best_params"]) == set(losses.search_space(loss_name))
+    summary = record["test"]["summary"]
+    assert all(0.0 <= summary[f"{m}_{k}"]["mean"] <= 1.0 for m in MODES for k in METRICS)
