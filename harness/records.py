@@ -58,7 +58,8 @@ def environment() -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # results/ and reports/ are the harness's own outputs: writing them must not mark the code dirty
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!reports")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
