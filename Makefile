@@ -17,7 +17,7 @@ BENCH_ARGS := --loss "$(LOSS)" --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(STORAGE),--storage "$(STORAGE)")
 
-.PHONY: benchmark test leaderboard report lint bench-metrics bench-losses clean-venv
+.PHONY: benchmark zoo test leaderboard report lint bench-metrics bench-losses clean-venv
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ $(VENV)/.dev: $(VENV)/.runtime
 benchmark: $(VENV)/.runtime
 	@test -n "$(LOSS)" || { echo "usage: make benchmark LOSS=<loss> (see: $(BIN)/harness --help)"; exit 2; }
 	$(BIN)/harness benchmark $(BENCH_ARGS)
+
+# The untrained baseline and every registered loss, one after the other, into one table.
+zoo: $(VENV)/.runtime
+	for loss in none $$($(BIN)/harness losses --names); do \
+		$(BIN)/harness benchmark $(subst --loss "$(LOSS)",--loss "$$loss",$(BENCH_ARGS)) || exit 1; \
+	done
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q

@@ -14,6 +14,7 @@ from harness.errors import HarnessError
 from harness.records import REPO_ROOT
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
 def _epilog() -> str:
@@ -59,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("--results", type=Path, default=REPO_ROOT / "results", help=argparse.SUPPRESS)
     board.add_argument("--reports", type=Path, default=REPO_ROOT / "reports", help=argparse.SUPPRESS)
 
-    commands.add_parser("losses", help="list the registered losses with their search spaces")
+    zoo = commands.add_parser("losses", help="list the registered losses with their search spaces")
+    zoo.add_argument("--names", action="store_true", help="only the names, one a line (for scripts)")
     return parser
 
 
@@ -102,9 +104,12 @@ def _splits(args: argparse.Namespace) -> None:
     print(json.dumps(class_disjoint_split(num_classes, args.folds).as_dict()))
 
 
-def _losses() -> None:
+def _losses(names_only: bool) -> None:
     import losses
 
+    if names_only:
+        print("\n".join(losses.available()))
+        return
     for name in losses.available():
         info = losses.info(name)
         space = "; ".join(f"{k} {losses.describe(v)}" for k, v in info.space.items()) or "no hyperparameters"
@@ -128,10 +133,15 @@ def main(argv: list[str] | None = None) -> int:
             for path in write_leaderboards(args.results, args.reports):
                 print(path)
         elif args.command == "losses":
-            _losses()
+            _losses(args.names)
     except HarnessError as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        # records and tables are written atomically and the study commits each finished trial
+        print("harness: interrupted; finished trials stay in the study, and the same command resumes it",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -4,6 +4,9 @@ All four take the embeddings exactly as the model gives them (the harness L2-nor
 loss here normalises again) and use the Euclidean distance computed from the Gram matrix, as
 sentence-transformers' `BatchHardTripletLossDistanceFunction.euclidean_distance` does, so values
 match that library to float precision on the batches the harness draws (P classes x K images).
+The mining losses (hard, semi-hard) choose their pairs on that matrix without gradient and then
+recompute only the chosen distances, as norms of differences, with gradient: the same value to
+float precision, and a backward pass over 2B (or 2P) vectors instead of the B x B matrix.
 
 Shared rule for degenerate terms: a term that needs a positive or a negative the batch does not
 contain is left out of both the sum and the count. A batch with no valid term at all (all labels
@@ -208,19 +211,26 @@ class BatchSemiHardTripletLoss(torch.nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         _check_inputs(embeddings, labels)
-        distances = euclidean_distances(embeddings)
         positive, negative = _pair_masks(labels)
         anchor, other = positive.nonzero(as_tuple=True)
-        anchor_positive = distances[anchor, other]  # [P]
-        to_all = distances[anchor]  # [P, B]: from each pair's anchor to every sample
-        is_negative = negative[anchor]
-        farther = is_negative & (to_all > anchor_positive[:, None])
-        nearest_farther = to_all.where(farther, torch.inf).min(dim=1).values
-        # distances are >= 0, so filling with 0 never beats a real negative
-        farthest = to_all.where(is_negative, 0.0).max(dim=1).values
-        chosen = torch.where(farther.any(dim=1), nearest_farther, farthest)
-        terms = F.relu(anchor_positive - chosen + self.margin)
-        return _masked_mean(terms, is_negative.any(dim=1))
+        # choose each pair's negative without gradient on the [P, B] rows, then recompute only the
+        # 2P chosen distances with gradient, as batch-hard does
+        with torch.no_grad():
+            distances = euclidean_distances(embeddings.detach())
+            to_all = distances[anchor]  # [P, B]: from each pair's anchor to every sample
+            is_negative = negative[anchor]
+            farther = is_negative & (to_all > distances[anchor, other][:, None])
+            nearest_farther = to_all.masked_fill(~farther, torch.inf).argmin(dim=1)
+            farthest = to_all.masked_fill(~is_negative, -torch.inf).argmax(dim=1)
+            chosen = torch.where(farther.any(dim=1), nearest_farther, farthest)
+            has_negative = is_negative.any(dim=1)
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            x = embeddings.float()
+            from_anchor = x.index_select(0, anchor)
+            anchor_positive = torch.linalg.vector_norm(from_anchor - x.index_select(0, other), dim=1)
+            anchor_negative = torch.linalg.vector_norm(from_anchor - x.index_select(0, chosen), dim=1)
+        terms = F.relu(anchor_positive - anchor_negative + self.margin)
+        return _masked_mean(terms, has_negative)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}"
