@@ -84,3 +84,22 @@ def test_score_bad_input(tmp_path, capsys):
         code, out, err = _run(capsys, "score", "--embeddings", str(tmp_path / emb), "--labels", str(tmp_path / lab))
         assert code == 2 and out == "" and err.count("\n") == 1, (emb, lab, err)
         assert re.search(message, err), err
+
+
+def test_losses_names_lists_the_registry_one_a_line(capsys):
+    import losses
+
+    code, out, _ = _run(capsys, "losses", "--names")
+    assert code == 0 and out.split() == losses.available()
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
+    import harness.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.cli, "_benchmark", interrupted)
+    code, out, err = _run(capsys, "benchmark", "--loss", "batch_hard")
+    assert code == 130 and out == ""
+    assert err.count("\n") == 1 and "same command resumes" in err

@@ -86,3 +86,26 @@ def test_environment_names_versions_and_commit():
     env = environment()
     assert env["packages"]["torch"].startswith("2.14.1") and env["packages"]["optuna"]
     assert {"git_commit", "git_dirty", "python", "platform", "device", "command"} <= set(env)
+
+
+def test_harness_outputs_do_not_mark_the_code_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    import harness.records
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for folder in ("results", "reports", "harness"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "file.txt").write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(harness.records, "REPO_ROOT", tmp_path)
+    assert environment()["git_dirty"] is False
+    (tmp_path / "results" / "file.txt").write_text("a new leaderboard\n")
+    (tmp_path / "reports" / "file.txt").write_text("a new report\n")
+    assert environment()["git_dirty"] is False  # a benchmark's own outputs
+    (tmp_path / "harness" / "file.txt").write_text("changed code\n")
+    assert environment()["git_dirty"] is True
