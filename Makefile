@@ -33,10 +33,11 @@ benchmark: $(VENV)/.runtime
 	@test -n "$(LOSS)" || { echo "usage: make benchmark LOSS=<loss> (see: $(BIN)/harness --help)"; exit 2; }
 	$(BIN)/harness benchmark $(BENCH_ARGS)
 
-# The untrained baseline and every registered loss, one after the other, into one table.
+# The untrained baseline and every registered loss, one after the other, into one table; losses that
+# already have a complete run under this protocol are skipped, so an interrupted zoo continues.
 zoo: $(VENV)/.runtime
 	for loss in none $$($(BIN)/harness losses --names); do \
-		$(BIN)/harness benchmark $(subst --loss "$(LOSS)",--loss "$$loss",$(BENCH_ARGS)) || exit 1; \
+		$(BIN)/harness benchmark --if-missing $(subst --loss "$(LOSS)",--loss "$$loss",$(BENCH_ARGS)) || exit 1; \
 	done
 
 test: $(VENV)/.dev

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--reports", type=Path, default=REPO_ROOT / "reports", help=argparse.SUPPRESS)
     bench.add_argument("--data-root", type=Path, default=None, help=argparse.SUPPRESS)
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    bench.add_argument("--if-missing", action="store_true",
+                       help="skip the loss if this protocol already has a complete run of it (same source)")
 
     score = commands.add_parser("score", help="P@1, R-precision and MAP@R of saved embeddings, as JSON")
     score.add_argument("--embeddings", type=Path, required=True, help=".npy float array [N, D]")
@@ -66,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from harness.benchmark import check_loss_name, run_benchmark
+    from harness.benchmark import check_loss_name, completed_run, run_benchmark
     from harness.data import check_dataset_name
     from harness.leaderboard import leaderboard_tables, table_stem
     from harness.protocol import load_protocol
@@ -76,6 +78,11 @@ def _benchmark(args: argparse.Namespace) -> None:
     check_dataset_name(args.dataset)
     protocol = load_protocol(args.protocol).with_overrides(trials=args.trials, reproductions=args.reps,
                                                             seed=args.seed)
+    if args.if_missing:
+        done = completed_run(args.results, loss_name=args.loss, dataset=args.dataset, protocol=protocol)
+        if done:
+            print(f"{args.loss}: already run under protocol {protocol.name} ({protocol.short_hash}): {done}")
+            return
     record = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
                            results_dir=args.results, reports_dir=args.reports, storage=args.storage,
                            data_root=args.data_root, progress=not args.no_progress)

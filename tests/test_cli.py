@@ -103,3 +103,19 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
     code, out, err = _run(capsys, "benchmark", "--loss", "batch_hard")
     assert code == 130 and out == ""
     assert err.count("\n") == 1 and "same command resumes" in err
+
+
+def test_if_missing_skips_a_loss_already_run_under_the_protocol(tmp_path, capsys):
+    from harness.protocol import load_protocol
+    from harness.records import save_record
+
+    quick = load_protocol("quick")
+    record = {"run_id": "r1", "status": "complete", "finished_at": "2026-01-01T00:00:00",
+              "dataset": {"name": "glyphs"}, "protocol_hash": quick.hash, "loss": {"name": "none"}}
+    save_record(tmp_path / "results", record)
+    before = sorted(p.name for p in (tmp_path / "results").rglob("*"))
+    code, out, _ = _run(capsys, "benchmark", "--loss", "none", "--if-missing", "--results", str(tmp_path / "results"),
+                        "--reports", str(tmp_path / "reports"))
+    assert code == 0 and "already run" in out and "r1" in out
+    assert sorted(p.name for p in (tmp_path / "results").rglob("*")) == before
+    assert not (tmp_path / "reports").exists()

@@ -109,3 +109,25 @@ def test_harness_outputs_do_not_mark_the_code_dirty(tmp_path, monkeypatch):
     assert environment()["git_dirty"] is False  # a benchmark's own outputs
     (tmp_path / "harness" / "file.txt").write_text("changed code\n")
     assert environment()["git_dirty"] is True
+
+
+def test_completed_run_matches_dataset_protocol_loss_and_source(tmp_path):
+    from harness.benchmark import completed_run
+    from losses import source_sha256
+
+    quick = load_protocol("quick")
+    results = tmp_path / "results"
+    assert completed_run(results, loss_name="batch_hard", dataset="glyphs", protocol=quick) is None
+    record = _record("r1", "batch_hard", 0.3)
+    record["loss"]["source_sha256"] = source_sha256("batch_hard")
+    save_record(results, record)
+    stale = _record("r0", "batch_all", 0.3)
+    stale["loss"]["source_sha256"] = "0" * 64  # an older version of the loss's file
+    save_record(results, stale)
+    save_record(results, _record("r2", "none", 0.1, status="running"))
+    assert completed_run(results, loss_name="batch_hard", dataset="glyphs", protocol=quick) == "r1"
+    assert completed_run(results, loss_name="batch_hard", dataset="cub200", protocol=quick) is None
+    assert completed_run(results, loss_name="batch_hard", dataset="glyphs",
+                         protocol=quick.with_overrides(trials=9, reproductions=None, seed=None)) is None
+    assert completed_run(results, loss_name="batch_all", dataset="glyphs", protocol=quick) is None
+    assert completed_run(results, loss_name="none", dataset="glyphs", protocol=quick) is None
