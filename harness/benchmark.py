@@ -64,7 +64,9 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
     """Run the whole protocol for one loss (or the untrained baseline) and return its record."""
     check_loss_name(loss_name)
     check_dataset_name(dataset)
-    identity = loss_identity(loss_name)  # the source hash as the run starts, not as it ends
+    # the loss's source hash, the commit and the versions as the run starts: the code that ran
+    identity = loss_identity(loss_name)
+    env = environment()
     started = time.time()
     started_at = datetime.now(UTC).isoformat()
     data = load_dataset(dataset, image_size=protocol.images.image_size, root=data_root)
@@ -108,7 +110,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
         "search": search_record,
         "test": test_result,
         "seed": protocol.search.seed,
-        "environment": environment(),
+        "environment": env,
     }
     save_record(results_dir, record)
     write_leaderboards(results_dir, reports_dir)
