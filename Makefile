@@ -13,7 +13,8 @@ REPS ?=
 SEED ?=
 STORAGE ?=
 
-BENCH_ARGS := --loss "$(LOSS)" --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
+# everything but the loss, shared by `benchmark` (one loss) and `zoo` (all of them)
+BENCH_OPTS := --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(STORAGE),--storage "$(STORAGE)")
 
@@ -31,13 +32,13 @@ $(VENV)/.dev: $(VENV)/.runtime
 
 benchmark: $(VENV)/.runtime
 	@test -n "$(LOSS)" || { echo "usage: make benchmark LOSS=<loss> (see: $(BIN)/harness --help)"; exit 2; }
-	$(BIN)/harness benchmark $(BENCH_ARGS)
+	$(BIN)/harness benchmark --loss "$(LOSS)" $(BENCH_OPTS)
 
 # The untrained baseline and every registered loss, one after the other, into one table; losses that
 # already have a complete run under this protocol are skipped, so an interrupted zoo continues.
 zoo: $(VENV)/.runtime
 	for loss in none $$($(BIN)/harness losses --names); do \
-		$(BIN)/harness benchmark --if-missing $(subst --loss "$(LOSS)",--loss "$$loss",$(BENCH_ARGS)) || exit 1; \
+		$(BIN)/harness benchmark --if-missing --loss "$$loss" $(BENCH_OPTS) || exit 1; \
 	done
 
 test: $(VENV)/.dev

@@ -59,26 +59,22 @@ def main() -> None:
     for name in args.only or losses.available():
         torch.manual_seed(0)
         ours = losses.build(name, embedding_dim=args.dim, num_classes=classes)
-        references = {"pml": pml[name](ours) if name in pml else None,
-                      "st": st[name](ours) if name in st else None}
-        candidates = [ours] + [ref for ref in references.values() if ref is not None]
+        references = {key: builders[name](ours) for key, builders in (("pml", pml), ("st", st)) if name in builders}
+        candidates = [ours, *references.values()]
         times: list[list[float]] = [[] for _ in candidates]
         for i in range(args.repeat + 3):
             for j, module in enumerate(candidates):
                 seconds = _step_seconds(module, embeddings, labels)
                 if i >= 3:
                     times[j].append(seconds)
-        medians = iter(1000 * statistics.median(t) for t in times)
-        ours_ms = next(medians)
-        ref_ms = {key: next(medians) if ref is not None else None for key, ref in references.items()}
+        ours_ms, *reference_ms = (1000 * statistics.median(t) for t in times)
+        ref_ms = dict(zip(references, reference_ms, strict=True))
         target = 0.5 if name in BATCH_TRIPLET else 1.0
         # the verdict is against PML where PML has the loss, else against sentence-transformers
-        judge = "pml" if ref_ms["pml"] is not None else "st"
-        cells = []
-        for key in ("pml", "st"):
-            ms = ref_ms[key]
-            cells.append(f"{ms:9.2f} {ours_ms / ms:7.2f}" if ms is not None else f"{'—':>9s} {'—':>7s}")
-        if ref_ms[judge] is None:
+        judge = "pml" if "pml" in ref_ms else "st"
+        cells = [f"{ref_ms[key]:9.2f} {ours_ms / ref_ms[key]:7.2f}" if key in ref_ms else f"{'—':>9s} {'—':>7s}"
+                 for key in ("pml", "st")]
+        if judge not in ref_ms:
             print(f"{name:26s} {ours_ms:9.2f} {cells[0]} {cells[1]} {'—':>7s}  no reference implementation")
             continue
         verdict = "PASS" if ours_ms / ref_ms[judge] <= target else "MISS"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import optuna
 import pytest
@@ -19,6 +18,7 @@ from optuna.distributions import (
 
 import losses
 import losses.registry
+from benchmarks.st_equivalents import st_equivalents
 from harness.errors import HarnessError
 
 LOSSES = losses.available()
@@ -158,42 +158,26 @@ def test_wrong_shapes_rejected() -> None:
 @pytest.fixture(scope="module")
 def st():
     pytest.importorskip("sentence_transformers")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            from sentence_transformers.sentence_transformer import losses as st_losses
-        except ImportError:  # releases before the sentence_transformer subpackage
-            from sentence_transformers import losses as st_losses
-    return st_losses
+    return st_equivalents()
 
 
-def st_value(st_losses, name: str, embeddings: torch.Tensor, labels: torch.Tensor, margin: float
+def build_triplet(name: str, margin: float) -> torch.nn.Module:
+    """One of our batch triplet losses with this margin (the soft-margin one takes none)."""
+    return build(name, **({"margin": margin} if "margin" in losses.search_space(name) else {}))
+
+
+def st_value(st_builders, name: str, embeddings: torch.Tensor, labels: torch.Tensor, margin: float
              ) -> torch.Tensor:
-    """Their loss on the given embeddings: their per-batch method, skipping the model call."""
-    distance = st_losses.BatchHardTripletLossDistanceFunction.eucledian_distance
-    # model=None: these methods never touch the model, only the margin and distance attributes
-    if name == "batch_hard":
-        loss = st_losses.BatchHardTripletLoss(None, distance, margin)
-        return loss.batch_hard_triplet_loss(labels, embeddings)
-    if name == "batch_all":
-        loss = st_losses.BatchAllTripletLoss(None, distance, margin)
-        return loss.batch_all_triplet_loss(labels, embeddings)
-    if name == "batch_semi_hard":
-        loss = st_losses.BatchSemiHardTripletLoss(None, distance, margin)
-        return loss.batch_semi_hard_triplet_loss(labels, embeddings)
-    if name == "batch_hard_soft_margin":
-        loss = st_losses.BatchHardSoftMarginTripletLoss(None, distance)
-        return loss.batch_hard_triplet_soft_margin_loss(labels, embeddings)
-    raise AssertionError(name)
+    """Their loss on the given embeddings, configured like ours (benchmarks/st_equivalents)."""
+    return st_builders[name](build_triplet(name, margin))(embeddings, labels)
 
 
-def assert_same_as_st(st_losses, name: str, embeddings: torch.Tensor, labels: torch.Tensor,
+def assert_same_as_st(st_builders, name: str, embeddings: torch.Tensor, labels: torch.Tensor,
                       margin: float) -> None:
     ours_in = embeddings.detach().clone().requires_grad_()
     theirs_in = embeddings.detach().clone().requires_grad_()
-    hparams = {"margin": margin} if "margin" in losses.search_space(name) else {}
-    ours = build(name, **hparams)(ours_in, labels)
-    theirs = st_value(st_losses, name, theirs_in, labels, margin)
+    ours = build_triplet(name, margin)(ours_in, labels)
+    theirs = st_value(st_builders, name, theirs_in, labels, margin)
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-6, rel=0)
     ours.backward()
     theirs.backward()
