@@ -14,7 +14,7 @@ from harness.data import check_dataset_name, load_dataset
 from harness.evaluate import run_test
 from harness.leaderboard import BASELINE, write_leaderboards
 from harness.protocol import Protocol
-from harness.records import environment, load_records, new_run_id, save_record
+from harness.records import environment, new_run_id, newest_complete_runs, save_record
 from harness.search import run_search
 from harness.seeding import derive_seed
 from harness.splits import class_disjoint_split
@@ -51,12 +51,9 @@ def completed_run(results_dir: Path, *, loss_name: str, dataset: str, protocol: 
 
     Lets a long series of benchmarks (`make zoo`) continue where it stopped instead of redoing runs.
     """
-    source = loss_identity(loss_name).get("source_sha256")
-    found = [r for r in load_records(results_dir)
-             if r.get("status") == "complete" and r["dataset"]["name"] == dataset
-             and r["protocol_hash"] == protocol.hash and r["loss"]["name"] == loss_name
-             and r["loss"].get("source_sha256") == source]
-    return max(found, key=lambda r: r["finished_at"])["run_id"] if found else None
+    key = (dataset, protocol.hash, loss_name, loss_identity(loss_name).get("source_sha256"))
+    record = newest_complete_runs(results_dir).get(key)
+    return record["run_id"] if record else None
 
 
 def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,

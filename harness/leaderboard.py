@@ -16,7 +16,7 @@ from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.evaluate import METRICS, MODES
 from harness.protocol import available_protocols, load_protocol
-from harness.records import load_records
+from harness.records import newest_complete_runs
 
 __all__ = ["leaderboard_tables", "write_leaderboards", "table_stem", "BASELINE"]
 
@@ -67,16 +67,9 @@ def leaderboard_tables(results_dir: Path) -> dict[str, pd.DataFrame]:
     A loss is its name and the hash of its source file: a changed loss gets a row of its own
     beside the old one instead of silently replacing it.
     """
-    newest: dict[tuple[str, str, str], dict] = {}
-    for record in load_records(results_dir):
-        if record.get("status") != "complete":
-            continue
-        key = (table_stem(record["dataset"]["name"], record["protocol"]["name"], record["protocol_hash"]),
-               record["loss"]["name"], record["loss"].get("source_sha256"))
-        if key not in newest or record["finished_at"] >= newest[key]["finished_at"]:
-            newest[key] = record
     rows: dict[str, list[dict]] = {}
-    for (stem, _, _), record in newest.items():
+    for record in newest_complete_runs(results_dir).values():
+        stem = table_stem(record["dataset"]["name"], record["protocol"]["name"], record["protocol_hash"])
         rows.setdefault(stem, []).append(_row(record))
     tables = {}
     for stem, table_rows in rows.items():

@@ -18,7 +18,7 @@ from harness.atomic import write_atomic
 from harness.errors import HarnessError
 
 __all__ = ["write_json_atomic", "environment", "new_run_id", "save_record",
-           "load_records", "REPO_ROOT"]
+           "load_records", "newest_complete_runs", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dml-harness", "torch", "torchvision", "timm", "optuna", "faiss-cpu", "numpy", "scipy",
@@ -93,3 +93,20 @@ def load_records(results_dir: Path) -> list[dict]:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise HarnessError(f"corrupt run record {path}: {error}") from error
     return records
+
+
+def newest_complete_runs(results_dir: Path) -> dict[tuple[str, str, str, str | None], dict]:
+    """(dataset, protocol hash, loss, loss source sha256) -> the newest complete record of it.
+
+    The one rule for which run stands for a loss: the leaderboard shows it, and `--if-missing`
+    skips a loss that has one. A changed loss file is a different key, never a replacement.
+    """
+    newest: dict[tuple[str, str, str, str | None], dict] = {}
+    for record in load_records(results_dir):  # oldest first: on equal finish times the later run wins
+        if record.get("status") != "complete":
+            continue
+        key = (record["dataset"]["name"], record["protocol_hash"], record["loss"]["name"],
+               record["loss"].get("source_sha256"))
+        if key not in newest or record["finished_at"] >= newest[key]["finished_at"]:
+            newest[key] = record
+    return newest
