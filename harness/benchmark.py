@@ -1,6 +1,8 @@
 """One benchmark run: validate inputs, search on trainval, test on the held-out half, record, publish.
 
-Every input is checked before anything is written, so bad input leaves `results/` untouched.
+Every input is checked before anything is written under `results/`: the names, the dataset's files
+(listed, present, decoded into the image cache), the split against the batch, and the network itself
+(built once, weights loaded and checked, one batch through it), so bad input leaves `results/` untouched.
 """
 
 from __future__ import annotations
@@ -9,17 +11,24 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+import torch
+
 import losses
-from harness.data import check_dataset_name, load_dataset
+from harness.backbones import check_backbone_name, weight_metadata
+from harness.data import EMBEDDED, ImageSet, check_dataset_name, dataset_label, load_dataset
+from harness.errors import HarnessError
 from harness.evaluate import run_test
 from harness.leaderboard import BASELINE, write_leaderboards
 from harness.protocol import Protocol
 from harness.records import environment, new_run_id, newest_complete_runs, save_record
 from harness.search import run_search
 from harness.seeding import derive_seed
-from harness.splits import class_disjoint_split
+from harness.splits import Split, class_disjoint_split
+from harness.train import build_model
+from harness.transforms import eval_batch
 
-__all__ = ["run_benchmark", "default_storage", "check_loss_name", "loss_identity", "completed_run"]
+__all__ = ["run_benchmark", "default_storage", "check_loss_name", "check_inputs", "loss_identity", "completed_run"]
 
 
 def default_storage(results_dir: Path) -> str:
@@ -29,6 +38,50 @@ def default_storage(results_dir: Path) -> str:
 def check_loss_name(loss_name: str) -> None:
     if loss_name != BASELINE:
         losses.info(loss_name)  # raises HarnessError listing the known losses
+
+
+def check_inputs(loss_name: str, dataset: str, protocol: Protocol) -> None:
+    """The checks that need no data: names, and that the protocol's pipeline fits the dataset."""
+    check_loss_name(loss_name)
+    check_dataset_name(dataset)
+    check_backbone_name(protocol.model.backbone)
+    wanted = "affine" if dataset == EMBEDDED else "resized_crop"
+    if protocol.images.transform != wanted:
+        raise HarnessError(f"protocol {protocol.name} uses images.transform = \"{protocol.images.transform}\", "
+                           f"but dataset {dataset} needs \"{wanted}\" "
+                           f"({'rendered in memory' if dataset == EMBEDDED else 'image files'}); "
+                           f"try --protocol {'quick' if dataset == EMBEDDED else 'smoke or reality_check'}")
+    _check_input_normalisation(protocol)
+
+
+def _check_input_normalisation(protocol: Protocol) -> None:
+    """Pretrained weights expect one input (the weights' own metadata says which): the protocol must give it."""
+    expected = weight_metadata(protocol.model.backbone, protocol.model.pretrained)
+    if expected is None:
+        return
+    images = protocol.images
+    given = {"channel_order": images.channel_order, "pixel_range": images.pixel_range,
+             "mean": list(images.per_channel("mean", 3)), "std": list(images.per_channel("std", 3))}
+    for key, value in given.items():
+        want = expected[key]
+        same = (value == want if isinstance(value, str) else
+                bool(np.allclose(np.atleast_1d(value), np.atleast_1d(want), rtol=1e-3, atol=1e-6)))
+        if not same:
+            raise HarnessError(f"protocol {protocol.name}: the pretrained {protocol.model.backbone} weights expect "
+                               f"images.{key} = {want}, the protocol gives {value}")
+
+
+def _check_data_fits(data: ImageSet, split: Split, protocol: Protocol) -> None:
+    """Every fold can fill a batch, and the network takes the images: one batch through it."""
+    per_batch = protocol.batch.batch_size // protocol.batch.m_per_class
+    fewest = min(len(fold.train) for fold in split.folds)
+    if fewest < per_batch:
+        raise HarnessError(f"dataset {data.name}: a fold trains on only {fewest} classes, but a batch of the protocol "
+                           f"needs {per_batch} ({protocol.batch.batch_size} = {per_batch} x "
+                           f"{protocol.batch.m_per_class})")
+    model = build_model(protocol, in_chans=data.channels, seed=0)  # loads and checks any weights
+    with torch.no_grad():
+        model.eval()(eval_batch(data, np.arange(min(2, len(data))), protocol.images))
 
 
 def loss_identity(loss_name: str) -> dict:
@@ -46,29 +99,34 @@ def loss_identity(loss_name: str) -> dict:
     }
 
 
-def completed_run(results_dir: Path, *, loss_name: str, dataset: str, protocol: Protocol) -> str | None:
-    """The newest complete run of this loss (same source) on this dataset and protocol hash, if any.
+def completed_run(results_dir: Path, *, loss_name: str, dataset: str, protocol: Protocol,
+                  dataset_version: str | None = None) -> str | None:
+    """The newest complete run of this loss (same source) on this dataset (this version, when given)
+    and protocol hash, if any.
 
     Lets a long series of benchmarks (`make zoo`) continue where it stopped instead of redoing runs.
     """
     key = (dataset, protocol.hash, loss_name, loss_identity(loss_name).get("source_sha256"))
-    record = newest_complete_runs(results_dir).get(key)
-    return record["run_id"] if record else None
+    runs = [record for run_key, record in newest_complete_runs(results_dir).items()
+            if run_key[:4] == key and dataset_version in (None, run_key[4])]
+    return max(runs, key=lambda r: r["finished_at"])["run_id"] if runs else None
 
 
 def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,
                   storage: str | None = None, data_root: Path | None = None, progress: bool = True) -> dict:
     """Run the whole protocol for one loss (or the untrained baseline) and return its record."""
-    check_loss_name(loss_name)
-    check_dataset_name(dataset)
+    check_inputs(loss_name, dataset, protocol)
     # the loss's source hash, the commit and the versions as the run starts: the code that ran
     identity = loss_identity(loss_name)
     env = environment()
     started = time.time()
     started_at = datetime.now(UTC).isoformat()
-    data = load_dataset(dataset, image_size=protocol.images.image_size, root=data_root)
-    split = class_disjoint_split(data.num_classes, protocol.search.folds)
+    data = load_dataset(dataset, image_size=protocol.images.image_size, resize=protocol.images.resize,
+                        root=data_root, progress=progress)
+    split = class_disjoint_split(data.num_classes, protocol.search.folds, trainval_classes=data.trainval_classes)
     trainval = data.subset(split.trainval)
+    _check_data_fits(trainval, split, protocol)
+    dataset = dataset_label(dataset)
 
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -97,9 +155,10 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
         "started_at": started_at,
         "finished_at": datetime.now(UTC).isoformat(),
         "wall_seconds": round(time.time() - started, 2),
-        "dataset": {"name": dataset, "version": data.version, "num_classes": data.num_classes,
-                    "num_items": len(data), "trainval_classes": len(split.trainval),
-                    "test_classes": len(split.test), "test_items": len(test)},
+        "dataset": {"name": dataset, "version": data.version, "official": data.official,
+                    "num_classes": data.num_classes, "num_items": len(data),
+                    "trainval_classes": len(split.trainval), "test_classes": len(split.test),
+                    "test_items": len(test), **data.details},
         "protocol": protocol.to_dict(),
         "protocol_hash": protocol.hash,
         "loss": identity,

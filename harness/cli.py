@@ -1,6 +1,9 @@
-"""The `harness` command: benchmark, score, splits, leaderboard, losses.
+"""The `harness` command: benchmark, score, splits, datasets, leaderboard, losses.
 
 User errors (HarnessError) become one line on stderr and exit code 2; nothing else is caught.
+`results/`, `reports/` and `datasets/` are found relative to the current directory (the repository
+root under make) unless --results, --reports or --data-root say otherwise; an installed package
+never writes inside itself.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.records import REPO_ROOT
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -23,8 +25,21 @@ def _epilog() -> str:
     from harness.protocol import available_protocols
 
     return (f"losses: none (untrained baseline), {', '.join(losses.available())}\n"
-            f"datasets: {', '.join(available_datasets())}\n"
+            f"datasets: {', '.join(available_datasets())} (or a folder with one subfolder per class, "
+            "or a .csv with path,label)\n"
             f"protocols: {', '.join(available_protocols())} (or a path to a .toml file)")
+
+
+def _add_locations(parser: argparse.ArgumentParser, *, results: bool = True, data: bool = True) -> None:
+    """The output and data folders, relative to the current directory by default."""
+    if results:
+        parser.add_argument("--results", type=Path, default=Path("results"),
+                            help="run records, studies and leaderboard CSVs (default: ./results)")
+        parser.add_argument("--reports", type=Path, default=Path("reports"),
+                            help="Markdown reports and plots (default: ./reports)")
+    if data:
+        parser.add_argument("--data-root", type=Path, default=None,
+                            help="where datasets live, one folder each (default: ./datasets)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,15 +50,14 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("benchmark", help="search, test and record one loss under a protocol")
     bench.add_argument("--loss", required=True, help="a registered loss, or 'none' for the untrained baseline")
-    bench.add_argument("--dataset", default="glyphs")
+    bench.add_argument("--dataset", default="glyphs",
+                       help="a dataset name, an image folder (one subfolder per class) or a .csv with path,label")
     bench.add_argument("--protocol", default="quick", help="a shipped protocol name or a path to a .toml file")
     bench.add_argument("--trials", type=int, help="override the protocol's trial count (new protocol hash)")
     bench.add_argument("--reps", type=int, help="override the protocol's reproductions (new protocol hash)")
     bench.add_argument("--seed", type=int, help="override the protocol's seed (new protocol hash)")
     bench.add_argument("--storage", help="Optuna storage URL (default: sqlite file results/studies.db)")
-    bench.add_argument("--results", type=Path, default=REPO_ROOT / "results", help=argparse.SUPPRESS)
-    bench.add_argument("--reports", type=Path, default=REPO_ROOT / "reports", help=argparse.SUPPRESS)
-    bench.add_argument("--data-root", type=Path, default=None, help=argparse.SUPPRESS)
+    _add_locations(bench)
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     bench.add_argument("--if-missing", action="store_true",
                        help="skip the loss if this protocol already has a complete run of it (same source)")
@@ -54,13 +68,20 @@ def _parser() -> argparse.ArgumentParser:
 
     splits = commands.add_parser("splits", help="print the class-disjoint split as JSON")
     which = splits.add_mutually_exclusive_group(required=True)
-    which.add_argument("--dataset")
+    which.add_argument("--dataset", help="a dataset: the JSON then also lists each position's class")
     which.add_argument("--classes", type=int)
     splits.add_argument("--folds", type=int, default=4)
+    _add_locations(splits, results=False)
+
+    sets = commands.add_parser("datasets", help="list the datasets (present or not, counts, version); "
+                               "'datasets download NAME' fetches one")
+    _add_locations(sets, results=False)
+    sets.add_argument("action", nargs="?", choices=["download"], help="download a dataset")
+    sets.add_argument("name", nargs="?", help="the dataset to download")
+    sets.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
     board = commands.add_parser("leaderboard", help="regenerate leaderboard CSVs and reports from the records")
-    board.add_argument("--results", type=Path, default=REPO_ROOT / "results", help=argparse.SUPPRESS)
-    board.add_argument("--reports", type=Path, default=REPO_ROOT / "reports", help=argparse.SUPPRESS)
+    _add_locations(board, data=False)
 
     zoo = commands.add_parser("losses", help="list the registered losses with their search spaces")
     zoo.add_argument("--names", action="store_true", help="only the names, one a line (for scripts)")
@@ -68,27 +89,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from harness.benchmark import check_loss_name, completed_run, run_benchmark
-    from harness.data import check_dataset_name
+    from harness.benchmark import check_inputs, completed_run, run_benchmark
+    from harness.data import check_dataset_name, dataset_label, dataset_version
     from harness.leaderboard import leaderboard_tables, table_stem
     from harness.protocol import load_protocol
     from harness.report import format_table
 
-    check_loss_name(args.loss)
     check_dataset_name(args.dataset)
-    protocol = load_protocol(args.protocol).with_overrides(trials=args.trials, reproductions=args.reps,
-                                                            seed=args.seed)
+    protocol = load_protocol(args.protocol, dataset=args.dataset).with_overrides(
+        trials=args.trials, reproductions=args.reps, seed=args.seed)
+    check_inputs(args.loss, args.dataset, protocol)
     if args.if_missing:
-        done = completed_run(args.results, loss_name=args.loss, dataset=args.dataset, protocol=protocol)
+        done = completed_run(args.results, loss_name=args.loss, dataset=dataset_label(args.dataset),
+                             protocol=protocol, dataset_version=dataset_version(
+                                 args.dataset, image_size=protocol.images.image_size, root=args.data_root))
         if done:
             print(f"{args.loss}: already run under protocol {protocol.name} ({protocol.short_hash}): {done}")
             return
     record = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
                            results_dir=args.results, reports_dir=args.reports, storage=args.storage,
                            data_root=args.data_root, progress=not args.no_progress)
-    stem = table_stem(args.dataset, protocol.name, protocol.hash)
+    stem = table_stem(record["dataset"]["name"], protocol.name, protocol.hash, record["dataset"])
     table = leaderboard_tables(args.results)[stem]
-    print(f"\n{args.loss} on {args.dataset}, protocol {protocol.name} ({protocol.short_hash}), "
+    print(f"\n{args.loss} on {record['dataset']['name']}, protocol {protocol.name} ({protocol.short_hash}), "
           f"{record['wall_seconds']:.0f} s; best hyperparameters: {json.dumps(record['search']['best_params'])}")
     print("Test figures in percent, mean ± 95% CI over reproductions "
           "(sep. = fold models alone, averaged; con. = 4 fold models concatenated):\n")
@@ -100,15 +123,46 @@ def _benchmark(args: argparse.Namespace) -> None:
 def _splits(args: argparse.Namespace) -> None:
     from harness.splits import class_disjoint_split
 
-    if args.dataset is not None:
-        from harness.data import check_dataset_name, load_dataset
-        from harness.protocol import load_protocol
+    if args.classes is not None:
+        print(json.dumps(class_disjoint_split(args.classes, args.folds).as_dict()))
+        return
+    from harness.data import EMBEDDED, list_images
+    from harness.data.glyphs import class_name, common_characters
 
-        check_dataset_name(args.dataset)
-        num_classes = load_dataset(args.dataset, image_size=load_protocol("quick").images.image_size).num_classes
+    if args.dataset == EMBEDDED:  # the classes without rendering a pixel
+        names, trainval = tuple(class_name(c) for c in common_characters()), None
     else:
-        num_classes = args.classes
-    print(json.dumps(class_disjoint_split(num_classes, args.folds).as_dict()))
+        images = list_images(args.dataset, args.data_root)
+        names, trainval = images.class_names, images.trainval_classes
+    split = class_disjoint_split(len(names), args.folds, trainval_classes=trainval)
+    print(json.dumps(split.as_dict(names)))
+
+
+def _datasets(args: argparse.Namespace) -> None:
+    from harness.data import IMAGE_DATASETS, default_data_root, describe_datasets
+
+    root = args.data_root or default_data_root()
+    if args.action == "download":
+        if args.name not in IMAGE_DATASETS:
+            raise HarnessError(f"unknown dataset '{args.name}' to download; known: {', '.join(IMAGE_DATASETS)}")
+        import importlib
+
+        from harness.data.download import download_dataset
+
+        module = importlib.import_module(f"harness.data.{args.name}")
+        for path in download_dataset(args.name, module.ARCHIVES, root / args.name, how_to_get=module.HOW_TO_GET,
+                                     progress=not args.no_progress):
+            print(path)
+        return
+    for row in describe_datasets(root):
+        if not row["present"]:
+            state = f"missing (looked in {row['where']}; {row.get('problem') or 'see datasets/' + row['name']})"
+        else:
+            counts = "" if row["images"] is None else f", {row['images']:,} images, {row['classes']:,} classes"
+            kind = {True: "official", False: "differs from the official counts", None: "embedded"}[row["official"]]
+            version = f", version {row['version']}" if row["version"] else ""
+            state = f"present in {row['where']}{counts}, {kind}{version}"
+        print(f"{row['name']}: {state}")
 
 
 def _losses(names_only: bool) -> None:
@@ -134,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(score_files(args.embeddings, args.labels)))
         elif args.command == "splits":
             _splits(args)
+        elif args.command == "datasets":
+            _datasets(args)
         elif args.command == "leaderboard":
             from harness.leaderboard import write_leaderboards
 

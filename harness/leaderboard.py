@@ -3,6 +3,8 @@
 A table only ever holds runs of one protocol hash. The table of a shipped protocol as it stands
 now is `<dataset>__<protocol>.csv`; runs of an older or overridden version of it (other trials,
 seed, settings) go to `<dataset>__<protocol>__<hash12>.csv`, so they are kept but never mixed in.
+Nor do dataset versions mix: a copy that differs from the official counts (or a researcher's own
+set) gets `__data-<version hash>` appended, so its rows never share a table with the official copy's.
 """
 
 from __future__ import annotations
@@ -24,16 +26,20 @@ BASELINE = "none"
 METRIC_COLUMNS = [f"{mode}_{metric}_{stat}" for mode in MODES for metric in METRICS for stat in ("mean", "ci95")]
 
 
-def table_stem(dataset: str, protocol_name: str, protocol_hash: str) -> str:
+def table_stem(dataset: str, protocol_name: str, protocol_hash: str, dataset_info: dict | None = None) -> str:
+    """The table's file stem: the dataset and the shipped protocol as it stands now (its effective
+    settings for this dataset), else with the hash; with the data version when not the official copy."""
     current = None
     if protocol_name in available_protocols():
         try:
-            current = load_protocol(protocol_name).hash
+            current = load_protocol(protocol_name, dataset=dataset).hash
         except HarnessError:
             current = None
-    if protocol_hash == current:
-        return f"{dataset}__{protocol_name}"
-    return f"{dataset}__{protocol_name}__{protocol_hash[:12]}"
+    stem = f"{dataset}__{protocol_name}" if protocol_hash == current else \
+        f"{dataset}__{protocol_name}__{protocol_hash[:12]}"
+    if dataset_info and dataset_info.get("official", True) is False:
+        stem += "__data-" + str(dataset_info["version"]).rsplit("-", 1)[-1][:12]
+    return stem
 
 
 def _row(record: dict) -> dict:
@@ -69,7 +75,8 @@ def leaderboard_tables(results_dir: Path) -> dict[str, pd.DataFrame]:
     """
     rows: dict[str, list[dict]] = {}
     for record in newest_complete_runs(results_dir).values():
-        stem = table_stem(record["dataset"]["name"], record["protocol"]["name"], record["protocol_hash"])
+        stem = table_stem(record["dataset"]["name"], record["protocol"]["name"], record["protocol_hash"],
+                          record["dataset"])
         rows.setdefault(stem, []).append(_row(record))
     tables = {}
     for stem, table_rows in rows.items():

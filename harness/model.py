@@ -1,13 +1,13 @@
-"""The network every loss trains: a timm trunk and a linear embedder, fixed by the protocol."""
+"""The network every loss trains: a trunk (the harness's own backbones first, then timm's) and a
+linear embedder, fixed by the protocol."""
 
 from __future__ import annotations
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import HarnessError
+from harness.backbones import create_backbone
 from harness.protocol import ModelSettings
 
 
@@ -16,12 +16,8 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, settings: ModelSettings, in_chans: int):
         super().__init__()
-        try:
-            self.trunk = timm.create_model(settings.backbone, pretrained=settings.pretrained,
-                                           num_classes=0, in_chans=in_chans)
-        except RuntimeError as error:
-            raise HarnessError(f"cannot build backbone '{settings.backbone}' "
-                               f"(pretrained={settings.pretrained}): {error}") from error
+        self.trunk = create_backbone(settings.backbone, pretrained=settings.pretrained,
+                                     weights=settings.weights or None, in_chans=in_chans)
         self.embedder = nn.Linear(self.trunk.num_features, settings.embedding_size)
         self.normalize_embeddings = settings.normalize_embeddings
         self.freeze_batchnorm = settings.freeze_batchnorm

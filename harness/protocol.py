@@ -2,7 +2,13 @@
 
 Only the loss and its own hyperparameters vary between runs that share a protocol hash. The hash is
 the sha256 of the protocol's canonical JSON, so changing any field (a learning rate, the seed, the
-number of trials) gives a new hash, a new Optuna study and a separate leaderboard table.
+number of trials, the sha256 of a local weights file) gives a new hash, a new Optuna study and a
+separate leaderboard table.
+
+A protocol file may hold per-dataset settings (`[datasets.<name>.<section>]`); `load_protocol(...,
+dataset=...)` merges them into the effective protocol, which is what runs, is recorded and is hashed.
+Fields added after a protocol's hash was first published enter the canonical JSON only when set away
+from their default, so adding a field never re-hashes (and orphans) existing results.
 """
 
 from __future__ import annotations
@@ -17,10 +23,19 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-__all__ = ["Protocol", "load_protocol", "available_protocols", "PROTOCOL_DIR"]
+__all__ = ["Protocol", "load_protocol", "available_protocols", "PROTOCOL_DIR", "TRANSFORMS"]
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+TRANSFORMS = ("affine", "resized_crop")
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+# field metadata: ADDED marks a field added after hashes were published (left out of the canonical
+# JSON at its default); UNHASHED a field whose content is hashed through another (a weights path
+# through its sha256, so the same file hashes alike on every machine); PER_CHANNEL a number or a list
+ADDED = {"added": True}
+UNHASHED = {"hashed": False}
+PER_CHANNEL = {"per_channel": True}
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,8 @@ class ModelSettings:
     freeze_batchnorm: bool = False
     embedding_size: int = 128
     normalize_embeddings: bool = True
+    weights: str = field(default="", metadata=UNHASHED)  # optional local state dict for the backbone
+    weights_sha256: str = field(default="", metadata=ADDED)  # filled in from `weights` when loading
 
 
 @dataclass(frozen=True)
@@ -50,15 +67,41 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class ImageSettings:
+    """What the network sees. `affine` (in-memory sets such as glyphs): the stored image_size-px
+    images, a random affine when training. `resized_crop` (image files): each image decoded once and
+    resized to `resize` px on its shorter side into the cache; training takes a random resized crop
+    of image_size px (area scale and aspect ratio drawn from the ranges below) and a horizontal flip,
+    evaluation the centre crop. Pixels then go to [0, pixel_range] in `channel_order`, minus mean,
+    over std (a number, or one per channel)."""
+
     image_size: int = 32
-    mean: float = 0.5
-    std: float = 0.5
+    mean: float = field(default=0.5, metadata=PER_CHANNEL)
+    std: float = field(default=0.5, metadata=PER_CHANNEL)
     # training-time random affine; evaluation never augments
     rotation_degrees: float = 10.0
     translate: float = 0.08
     scale_min: float = 0.9
     scale_max: float = 1.1
     shear_degrees: float = 5.0
+    transform: str = field(default="affine", metadata=ADDED)
+    resize: int = field(default=0, metadata=ADDED)  # shorter side in the cache; resized_crop only
+    crop_scale_min: float = field(default=0.08, metadata=ADDED)
+    crop_scale_max: float = field(default=1.0, metadata=ADDED)
+    crop_ratio_min: float = field(default=0.75, metadata=ADDED)
+    crop_ratio_max: float = field(default=4 / 3, metadata=ADDED)
+    horizontal_flip: bool = field(default=False, metadata=ADDED)
+    channel_order: str = field(default="RGB", metadata=ADDED)
+    pixel_range: float = field(default=1.0, metadata=ADDED)  # 1.0: pixels in [0, 1]; 255.0: [0, 255]
+
+    def per_channel(self, name: str, channels: int) -> tuple[float, ...]:
+        """`mean` or `std` as one value per channel."""
+        value = getattr(self, name)
+        values = tuple(value) if isinstance(value, tuple) else (value,)
+        if len(values) == 1:
+            return values * channels
+        if len(values) != channels:
+            raise HarnessError(f"images.{name} has {len(values)} values but the images have {channels} channels")
+        return values
 
 
 @dataclass(frozen=True)
@@ -66,6 +109,9 @@ class BudgetSettings:
     max_iterations: int = 400
     validation_interval: int = 100
     patience: int = 2  # validations without improvement before stopping early
+    # if set, stop instead when the best validation is more than this many iterations old (the
+    # reality-check code's rule, `epoch - best_epoch > patience`, with patience in epochs)
+    patience_iterations: int = field(default=0, metadata=ADDED)
 
 
 @dataclass(frozen=True)
@@ -91,10 +137,22 @@ class Protocol:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def canonical_dict(self) -> dict[str, Any]:
+        """What the hash covers: every field, except unhashed ones and later additions at their default."""
+        canonical: dict[str, Any] = {"name": self.name, "version": self.version, "description": self.description}
+        for section in _SECTION_TYPES:
+            settings = getattr(self, section)
+            canonical[section] = {
+                f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
+                if f.metadata.get("hashed", True)
+                and not (f.metadata.get("added") and getattr(settings, f.name) == f.default)
+            }
+        return canonical
+
     @property
     def hash(self) -> str:
         """sha256 of the canonical JSON: sorted keys, no whitespace."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.canonical_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
@@ -123,8 +181,9 @@ def available_protocols() -> list[str]:
     return sorted(p.stem for p in PROTOCOL_DIR.glob("*.toml"))
 
 
-def load_protocol(name_or_path: str | Path) -> Protocol:
-    """Load a shipped protocol by name (`quick`) or any TOML file by path."""
+def load_protocol(name_or_path: str | Path, *, dataset: str | None = None) -> Protocol:
+    """Load a shipped protocol by name (`quick`) or any TOML file by path; with `dataset`, the
+    effective protocol for it (the file's `[datasets.<dataset>]` settings merged in)."""
     text = str(name_or_path)
     if text.endswith(".toml") or "/" in text:
         path = Path(text)
@@ -141,10 +200,29 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise HarnessError(f"protocol file {path} is not valid TOML: {error}") from error
-    return protocol_from_dict(data, source=str(path))
+    per_dataset = data.pop("datasets", {})
+    if not isinstance(per_dataset, dict) or not all(isinstance(v, dict) for v in per_dataset.values()):
+        raise HarnessError(f"{path}: [datasets] must hold one table per dataset, e.g. [datasets.cub200.budget]")
+    for name, sections in per_dataset.items():  # every dataset's settings must be valid, not only the one run
+        protocol_from_dict(_merge(data, sections, f"{path}: [datasets.{name}]"),
+                           source=f"{path} [datasets.{name}]", base_dir=path.parent)
+    if dataset in per_dataset:
+        data = _merge(data, per_dataset[dataset], f"{path}: [datasets.{dataset}]")
+    return protocol_from_dict(data, source=str(path), base_dir=path.parent)
 
 
-def protocol_from_dict(data: dict[str, Any], *, source: str = "protocol") -> Protocol:
+def _merge(data: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """The base settings with one dataset's section overrides laid over them."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for section, values in overrides.items():
+        if section not in _SECTION_TYPES or not isinstance(values, dict):
+            raise HarnessError(f"{where}: '{section}' is not a settings section; "
+                               f"allowed: {', '.join(_SECTION_TYPES)}")
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def protocol_from_dict(data: dict[str, Any], *, source: str = "protocol", base_dir: Path | None = None) -> Protocol:
     top_fields = {"name", "version", "description", *_SECTION_TYPES}
     unknown = sorted(set(data) - top_fields)
     if unknown:
@@ -165,6 +243,8 @@ def protocol_from_dict(data: dict[str, Any], *, source: str = "protocol") -> Pro
                                f"allowed: {', '.join(sorted(allowed))}")
         checked = {key: _coerce(f"{source}: [{section}] {key}", value, allowed[key])
                    for key, value in values.items()}
+        if section == "model" and checked.get("weights"):
+            checked["weights"], checked["weights_sha256"] = _weights_file(checked["weights"], base_dir, source)
         sections[section] = cls(**checked)
     protocol = Protocol(name=str(data["name"]), version=int(data["version"]),
                         description=str(data["description"]), **sections)
@@ -172,8 +252,26 @@ def protocol_from_dict(data: dict[str, Any], *, source: str = "protocol") -> Pro
     return protocol
 
 
+def _weights_file(value: str, base_dir: Path | None, source: str) -> tuple[str, str]:
+    """The weights file (relative paths from the protocol file's folder) and its sha256."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base_dir is not None and not path.is_file():
+        path = base_dir / path
+    if not path.is_file():
+        raise HarnessError(f"{source}: [model] weights file not found: {value}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return str(path.resolve()), digest.hexdigest()
+
+
 def _coerce(where: str, value: Any, spec: dataclasses.Field) -> Any:
     expected = type(spec.default)
+    if spec.metadata.get("per_channel") and isinstance(value, list):
+        if not value or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise HarnessError(f"{where} must be a number or a list of numbers, got {value!r}")
+        return tuple(float(v) for v in value) if len(value) > 1 else float(value[0])
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not expected:
@@ -191,8 +289,18 @@ def _validate(p: Protocol, source: str) -> None:
         (p.batch.batch_size % p.batch.m_per_class == 0 and p.batch.batch_size // p.batch.m_per_class >= 2,
          "batch.batch_size must be a multiple of m_per_class covering at least 2 classes"),
         (p.images.image_size >= 8, "images.image_size must be at least 8"),
-        (p.images.std > 0, "images.std must be positive"),
+        (all(s > 0 for s in (p.images.std if isinstance(p.images.std, tuple) else (p.images.std,))),
+         "images.std must be positive"),
         (0 < p.images.scale_min <= p.images.scale_max, "images.scale_min must be in (0, scale_max]"),
+        (p.images.transform in TRANSFORMS, f"images.transform must be one of {', '.join(TRANSFORMS)}"),
+        (p.images.transform != "resized_crop" or p.images.resize >= p.images.image_size,
+         "images.resize (the cached shorter side) must be at least images.image_size for resized_crop"),
+        (0 < p.images.crop_scale_min <= p.images.crop_scale_max <= 1,
+         "images.crop_scale_min and crop_scale_max must satisfy 0 < min <= max <= 1"),
+        (0 < p.images.crop_ratio_min <= p.images.crop_ratio_max, "images.crop_ratio_min must be in (0, crop_ratio_max]"),
+        (p.images.channel_order in CHANNEL_ORDERS, f"images.channel_order must be one of {', '.join(CHANNEL_ORDERS)}"),
+        (p.images.pixel_range in (1.0, 255.0), "images.pixel_range must be 1.0 or 255.0"),
+        (p.budget.patience_iterations >= 0, "budget.patience_iterations must not be negative"),
         (p.budget.max_iterations > 0, "budget.max_iterations must be positive"),
         (0 < p.budget.validation_interval <= p.budget.max_iterations,
          "budget.validation_interval must be in [1, max_iterations]"),

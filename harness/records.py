@@ -95,8 +95,8 @@ def load_records(results_dir: Path) -> list[dict]:
     return records
 
 
-def newest_complete_runs(results_dir: Path) -> dict[tuple[str, str, str, str | None], dict]:
-    """(dataset, protocol hash, loss, loss source sha256) -> the newest complete record of it.
+def newest_complete_runs(results_dir: Path) -> dict[tuple[str, str, str, str | None, str], dict]:
+    """(dataset, protocol hash, loss, loss source sha256, dataset version) -> its newest complete record.
 
     The one rule for which run stands for a loss: the leaderboard shows it, and `--if-missing`
     skips a loss that has one. A changed loss file is a different key, never a replacement.
@@ -106,7 +106,7 @@ def newest_complete_runs(results_dir: Path) -> dict[tuple[str, str, str, str | N
         if record.get("status") != "complete":
             continue
         key = (record["dataset"]["name"], record["protocol_hash"], record["loss"]["name"],
-               record["loss"].get("source_sha256"))
+               record["loss"].get("source_sha256"), record["dataset"]["version"])
         if key not in newest or record["finished_at"] >= newest[key]["finished_at"]:
             newest[key] = record
     return newest

@@ -22,7 +22,7 @@ from harness.model import EmbeddingNet
 from harness.protocol import OptimizerSettings, Protocol
 from harness.sampler import MPerClassSampler
 from harness.seeding import derive_seed, seed_everything
-from harness.transforms import normalize, random_affine, to_float
+from harness.transforms import eval_batch, train_batch
 
 __all__ = ["FoldResult", "build_model", "embed", "train_fold", "default_device"]
 
@@ -49,15 +49,17 @@ def build_model(protocol: Protocol, in_chans: int, seed: int) -> EmbeddingNet:
 
 
 @torch.no_grad()
-def embed(model: EmbeddingNet, images: torch.Tensor, protocol: Protocol, *,
-          device: torch.device | None = None, batch_size: int = 512) -> np.ndarray:
-    """Evaluation embeddings (no augmentation), float32 [N, D]."""
+def embed(model: EmbeddingNet, data: ImageSet, protocol: Protocol, *,
+          device: torch.device | None = None, batch_size: int | None = None) -> np.ndarray:
+    """Evaluation embeddings (no augmentation) of every item of `data`, float32 [N, D]; batches are
+    read from the pixels one at a time, so the set is never copied to the device whole."""
     device = device or default_device()
+    batch_size = batch_size or (512 if protocol.images.transform == "affine" else 64)
     model.eval()
     parts = []
-    for start in range(0, len(images), batch_size):
-        batch = normalize(to_float(images[start:start + batch_size].to(device)), protocol.images)
-        parts.append(model(batch).float().cpu())
+    for start in range(0, len(data), batch_size):
+        items = np.arange(start, min(start + batch_size, len(data)))
+        parts.append(model(eval_batch(data, items, protocol.images).to(device)).float().cpu())
     return torch.cat(parts).numpy()
 
 
@@ -83,7 +85,7 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
     """
     device = device or default_device()
     budget = protocol.budget
-    model = build_model(protocol, in_chans=train_set.images.shape[1], seed=seed).to(device)
+    model = build_model(protocol, in_chans=train_set.channels, seed=seed).to(device)
     # proxies and class-indexed parameters need labels 0..k-1 of the training classes
     train_classes, train_labels = torch.unique(train_set.labels, return_inverse=True)
     loss_params = dict(hparams)
@@ -98,15 +100,15 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
     sampler = MPerClassSampler(train_labels, batch_size=protocol.batch.batch_size,
                                m_per_class=protocol.batch.m_per_class, seed=derive_seed(seed, "sampler"))
     augment_rng = torch.Generator().manual_seed(derive_seed(seed, "augment"))
-    images, train_labels = train_set.images.to(device), train_labels.to(device)
+    train_labels = train_labels.to(device)
 
     best_score, best_iteration, best_state, stale, history = -math.inf, 0, None, 0, []
     iteration = 0
     for iteration in range(1, budget.max_iterations + 1):
         model.train()
-        index = sampler.next_batch().to(device)
-        batch = random_affine(to_float(images[index]), protocol.images, augment_rng)
-        loss = criterion(model(normalize(batch, protocol.images)), train_labels[index])
+        index = sampler.next_batch()
+        batch = train_batch(train_set, index.numpy(), protocol.images, augment_rng).to(device)
+        loss = criterion(model(batch), train_labels[index.to(device)])
         if not torch.isfinite(loss):
             raise LossNotFinite(f"loss '{loss_name}' with {hparams} became {loss.item()} "
                                 f"at iteration {iteration}")
@@ -115,7 +117,7 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
         optimizer.step()
         if iteration % budget.validation_interval and iteration != budget.max_iterations:
             continue
-        score = retrieval_metrics(embed(model, val_set.images, protocol, device=device),
+        score = retrieval_metrics(embed(model, val_set, protocol, device=device),
                                   val_set.labels.numpy())["map_at_r"]
         history.append({"iteration": iteration, "loss": float(loss.item()), "val_map_at_r": score})
         if on_validation:
@@ -125,7 +127,8 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if stale >= budget.patience:
+            if (iteration - best_iteration > budget.patience_iterations if budget.patience_iterations
+                    else stale >= budget.patience):
                 break
     model.load_state_dict(best_state)
     model.eval()

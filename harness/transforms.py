@@ -1,13 +1,97 @@
-"""Image preparation: uint8 to normalised float, and the seeded training-time random affine."""
+"""Image preparation, as the protocol fixes it: items of an ImageSet to a normalised float batch.
+
+Two pipelines (`images.transform`). `affine`, for the in-memory glyphs: the stored images, a seeded
+random affine when training. `resized_crop`, the reality check's: the cached images (already
+Resize(256) on the shorter side) give RandomResizedCrop(227) and a horizontal flip when training and
+CenterCrop(227) for evaluation. Every random draw comes from the caller's torch.Generator, so a seed
+fixes the batches exactly; the normalisation (range, channel order, mean, std) is the same for both.
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from harness.protocol import ImageSettings
+
+__all__ = ["train_batch", "eval_batch", "random_resized_crop_box", "to_float", "normalize", "random_affine"]
+
+
+def train_batch(data, items: torch.Tensor | np.ndarray, settings: ImageSettings,
+                generator: torch.Generator) -> torch.Tensor:
+    """The augmented, normalised training batch of `data`'s items (positions within `data`)."""
+    rows = data.rows[np.asarray(items)]
+    if settings.transform == "affine":
+        return normalize(random_affine(to_float(data.pixels[torch.from_numpy(rows)]), settings, generator),
+                         settings)
+    crops = []
+    for row in rows:
+        image = torch.from_numpy(np.ascontiguousarray(data.pixels.image(int(row)))).permute(2, 0, 1)
+        top, left, height, width = random_resized_crop_box(image.shape[1], image.shape[2], settings, generator)
+        crop = TF.resized_crop(image, top, left, height, width, [settings.image_size] * 2, antialias=True)
+        if settings.horizontal_flip and torch.rand(1, generator=generator).item() < 0.5:
+            crop = crop.flip(-1)
+        crops.append(crop)
+    return _scaled(torch.stack(crops), settings)
+
+
+def eval_batch(data, items: np.ndarray, settings: ImageSettings) -> torch.Tensor:
+    """The evaluation batch: no augmentation (the centre crop for cached image files)."""
+    rows = data.rows[np.asarray(items)]
+    if settings.transform == "affine":
+        return normalize(to_float(data.pixels[torch.from_numpy(rows)]), settings)
+    size = settings.image_size
+    crops = []
+    for row in rows:
+        image = data.pixels.image(int(row))
+        top = int(round((image.shape[0] - size) / 2.0))  # CenterCrop's rounding
+        left = int(round((image.shape[1] - size) / 2.0))
+        crops.append(torch.from_numpy(np.ascontiguousarray(image[top:top + size, left:left + size])))
+    return _scaled(torch.stack(crops).permute(0, 3, 1, 2), settings)
+
+
+def random_resized_crop_box(height: int, width: int, settings: ImageSettings,
+                            generator: torch.Generator) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a crop covering a random share of the area in [scale_min,
+    scale_max] with a log-uniform aspect ratio in [ratio_min, ratio_max]; RandomResizedCrop's rule
+    (10 attempts, then the centre crop of the clamped ratio), drawn from `generator`."""
+    area = height * width
+    log_ratio = (math.log(settings.crop_ratio_min), math.log(settings.crop_ratio_max))
+    for _ in range(10):
+        target = area * _uniform(settings.crop_scale_min, settings.crop_scale_max, generator)
+        ratio = math.exp(_uniform(*log_ratio, generator))
+        w = int(round(math.sqrt(target * ratio)))
+        h = int(round(math.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator).item())
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator).item())
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < settings.crop_ratio_min:
+        w, h = width, int(round(width / settings.crop_ratio_min))
+    elif in_ratio > settings.crop_ratio_max:
+        h, w = height, int(round(height * settings.crop_ratio_max))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _uniform(low: float, high: float, generator: torch.Generator) -> float:
+    return low + (high - low) * torch.rand(1, generator=generator, dtype=torch.float64).item()
+
+
+def _scaled(batch: torch.Tensor, settings: ImageSettings) -> torch.Tensor:
+    """uint8 RGB [B, 3, H, W] to float in the protocol's range and channel order, normalised."""
+    images = batch.float()
+    if settings.pixel_range == 1.0:
+        images = images.div_(255.0)
+    if settings.channel_order == "BGR":
+        images = images.flip(1)
+    return normalize(images, settings)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -16,7 +100,13 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor, settings: ImageSettings) -> torch.Tensor:
-    return (images - settings.mean) / settings.std
+    """(x - mean) / std, with one value for all channels or one per channel."""
+    if not isinstance(settings.mean, tuple) and not isinstance(settings.std, tuple):
+        return (images - settings.mean) / settings.std
+    channels = images.shape[1]
+    mean = torch.tensor(settings.per_channel("mean", channels), dtype=images.dtype, device=images.device)
+    std = torch.tensor(settings.per_channel("std", channels), dtype=images.dtype, device=images.device)
+    return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
 def random_affine(images: torch.Tensor, settings: ImageSettings, generator: torch.Generator) -> torch.Tensor:

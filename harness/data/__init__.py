@@ -1,34 +1,51 @@
-"""Datasets as in-memory labelled image sets, looked up by name.
+"""Datasets by name (or a researcher's folder or CSV), as the labelled image sets training reads.
 
-Every dataset is held as one uint8 tensor of images and one tensor of class positions (0..n-1, in
-sorted label order), so that splits, samplers and evaluation index tensors instead of files.
+Every dataset becomes an `ImageSet`: its pixels (one in-memory uint8 tensor for glyphs, the
+memory-mapped decoded-image cache for image files), the rows of its items in those pixels, and class
+positions 0..n-1 in class-id order, so that splits, samplers and evaluation index items, never files.
+Data lives under `<data root>/<name>/` (default `./datasets`); the harness writes only under
+`<data root>/.cache/` (content hashes and decoded images).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 
 from harness.errors import HarnessError
 
-__all__ = ["ImageSet", "available_datasets", "load_dataset", "DATA_ROOT"]
+__all__ = ["ImageSet", "available_datasets", "check_dataset_name", "dataset_label", "default_data_root",
+           "list_images", "load_dataset", "dataset_version", "describe_datasets", "IMAGE_DATASETS"]
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "datasets"
+EMBEDDED = "glyphs"
+IMAGE_DATASETS = ("cub200", "cars196", "sop", "inshop")
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images (uint8, [N, C, H, W]) with class positions; `version` pins the exact content."""
+    """A dataset's items: rows into `pixels`, class positions, and (In-Shop) query/gallery roles.
+
+    `version` pins the exact content; `trainval_classes` is set where the dataset fixes its own
+    search classes (In-Shop's train items), otherwise the split rule takes the first half.
+    """
 
     name: str
     version: str
-    images: torch.Tensor
+    pixels: object  # torch.Tensor uint8 [N, C, H, W], or an ImageCache of HWC images
+    rows: np.ndarray
     labels: torch.Tensor
     class_names: tuple[str, ...]
+    channels: int
+    roles: np.ndarray | None = None
+    trainval_classes: int | None = None
+    official: bool = True
+    details: dict = field(default_factory=dict)  # where it was found, counts, warnings: for the record
 
     @property
     def num_classes(self) -> int:
@@ -41,30 +58,133 @@ class ImageSet:
         """Only the items of the given class positions: the search stage gets the trainval subset,
         so it cannot touch a test item even by mistake."""
         keep = torch.isin(self.labels, torch.as_tensor(list(classes), dtype=self.labels.dtype))
-        return ImageSet(self.name, self.version, self.images[keep], self.labels[keep], self.class_names)
+        mask = keep.numpy()
+        return replace(self, rows=self.rows[mask], labels=self.labels[keep],
+                       roles=None if self.roles is None else self.roles[mask])
+
+    def with_role(self, role: str) -> ImageSet:
+        """The items of one In-Shop role ("query" or "gallery")."""
+        mask = self.roles == role
+        return replace(self, rows=self.rows[mask], labels=self.labels[torch.from_numpy(mask)],
+                       roles=self.roles[mask])
+
+
+def default_data_root() -> Path:
+    """Found relative to the current directory (the repository root under make), never the package."""
+    return Path.cwd() / "datasets"
+
+
+def _module(name: str) -> ModuleType:
+    import importlib
+
+    return importlib.import_module(f"harness.data.{name}")
+
+
+def available_datasets() -> list[str]:
+    return sorted([EMBEDDED, *IMAGE_DATASETS])
+
+
+def _is_path(name: str) -> bool:
+    return "/" in name or name.endswith(".csv") or name.startswith(".") or Path(name).exists()
+
+
+def check_dataset_name(name: str) -> None:
+    """A known name, or a path to an image folder or a CSV that exists."""
+    if name in available_datasets():
+        return
+    if _is_path(name):
+        if not Path(name).exists():
+            raise HarnessError(f"dataset path not found: {name} (a folder with one subfolder per class, "
+                               "or a CSV with columns path,label)")
+        return
+    raise HarnessError(f"unknown dataset '{name}'; known datasets: {', '.join(available_datasets())} "
+                       "(or a path to an image folder with one subfolder per class, or a .csv with path,label)")
+
+
+def dataset_label(name: str) -> str:
+    """The name records and tables use: a known name, or a folder's or CSV's stem."""
+    return name if name in available_datasets() else Path(name).expanduser().resolve().stem
+
+
+def list_images(name: str, root: Path | None = None):
+    """The ImageList of an image dataset (files and classes, checked to exist; nothing decoded)."""
+    check_dataset_name(name)
+    if name == EMBEDDED:
+        raise HarnessError("glyphs is rendered, not read from image files")
+    if name in IMAGE_DATASETS:
+        return _module(name).load(Path(root or default_data_root()) / name)
+    from harness.data.folder import load_own
+
+    return load_own(Path(name).expanduser())
+
+
+def dataset_version(name: str, *, image_size: int, root: Path | None = None) -> str:
+    """The content version of a dataset without decoding any image file (cached hashes)."""
+    root = Path(root or default_data_root())
+    if name == EMBEDDED:
+        return _load_glyphs(root, image_size).version
+    from harness.data.listing import content_version
+
+    return content_version(list_images(name, root), root / ".cache")
+
+
+def load_dataset(name: str, *, image_size: int, resize: int = 0, root: Path | None = None,
+                 progress: bool = True) -> ImageSet:
+    """The dataset ready for training: glyphs rendered at image_size, image files decoded at `resize`
+    (shorter side) into the cache."""
+    check_dataset_name(name)
+    root = Path(root or default_data_root())
+    if name == EMBEDDED:
+        return _load_glyphs(root, image_size)
+    if resize <= 0:
+        raise HarnessError(f"dataset {dataset_label(name)} is read from image files: its protocol needs "
+                           "images.transform = \"resized_crop\" and images.resize (e.g. protocol smoke or "
+                           "reality_check)")
+    from harness.data.cache import build_cache
+    from harness.data.listing import content_version
+
+    images = list_images(name, root)
+    warning = images.count_warning()
+    if warning:
+        print(f"harness: warning: {warning}", file=sys.stderr)
+    cache_dir = root / ".cache"
+    version = content_version(images, cache_dir)
+    cache = build_cache(images, version, resize, cache_dir, progress=progress)
+    return ImageSet(images.name, version, cache, np.arange(len(images)), torch.from_numpy(images.labels),
+                    images.class_names, channels=3, roles=images.roles, trainval_classes=images.trainval_classes,
+                    official=images.official,
+                    details={"root": str(images.root), "official_images": images.official_images,
+                             "official_classes": images.official_classes, "warning": warning})
 
 
 def _load_glyphs(root: Path, image_size: int) -> ImageSet:
     from harness.data.glyphs import load_glyphs
 
-    arrays = load_glyphs(root / "glyphs", image_size=image_size)
+    arrays = load_glyphs(root / EMBEDDED, image_size=image_size)
     images = torch.from_numpy(np.ascontiguousarray(arrays.images)).unsqueeze(1)
-    return ImageSet("glyphs", arrays.version, images, torch.from_numpy(arrays.labels).long(),
-                    tuple(arrays.class_names))
+    return ImageSet(EMBEDDED, arrays.version, images, np.arange(len(images)),
+                    torch.from_numpy(arrays.labels).long(), tuple(arrays.class_names), channels=1)
 
 
-_LOADERS: dict[str, Callable[[Path, int], ImageSet]] = {"glyphs": _load_glyphs}
+def describe_datasets(root: Path | None = None) -> list[dict]:
+    """Every known dataset: present or not, where it looked, counts, official or not, version."""
+    from harness.data.listing import content_version
 
-
-def available_datasets() -> list[str]:
-    return sorted(_LOADERS)
-
-
-def check_dataset_name(name: str) -> None:
-    if name not in _LOADERS:
-        raise HarnessError(f"unknown dataset '{name}'; known datasets: {', '.join(available_datasets())}")
-
-
-def load_dataset(name: str, *, image_size: int, root: Path | None = None) -> ImageSet:
-    check_dataset_name(name)
-    return _LOADERS[name](Path(root) if root else DATA_ROOT, image_size)
+    root = Path(root or default_data_root())
+    rows = [{"name": EMBEDDED, "present": True, "where": "rendered from matplotlib's fonts",
+             "images": None, "classes": None, "official": True, "version": None}]
+    for name in IMAGE_DATASETS:
+        module = _module(name)
+        row = {"name": name, "present": False, "where": str(root / name), "images": None, "classes": None,
+               "official": None, "version": None, "official_images": module.OFFICIAL_IMAGES,
+               "official_classes": module.OFFICIAL_CLASSES}
+        if module.locate(root / name) is not None:
+            try:
+                images = module.load(root / name)
+            except HarnessError as error:
+                row["problem"] = str(error)
+            else:
+                row.update(present=True, where=str(images.root), images=len(images), classes=images.num_classes,
+                           official=images.official, version=content_version(images, root / ".cache"))
+        rows.append(row)
+    return rows
