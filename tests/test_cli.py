@@ -44,7 +44,7 @@ def test_score_prints_json(tmp_path, capsys):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["benchmark", "--loss", "batch_hardd"], "unknown loss 'batch_hardd'; known losses: .*batch_hard"),
-    (["benchmark", "--loss", "batch_hard", "--dataset", "mnist"], "unknown dataset 'mnist'; known datasets: glyphs"),
+    (["benchmark", "--loss", "batch_hard", "--dataset", "mnist"], "unknown dataset 'mnist'; known datasets: cars196, cub200, glyphs, inshop, sop"),
     (["benchmark", "--loss", "batch_hard", "--protocol", "slow"], "unknown protocol 'slow'"),
     (["benchmark", "--loss", "batch_hard", "--trials", "0"], "trials must be at least 1"),
 ])
@@ -105,17 +105,24 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
     assert err.count("\n") == 1 and "same command resumes" in err
 
 
-def test_if_missing_skips_a_loss_already_run_under_the_protocol(tmp_path, capsys):
+def test_if_missing_skips_a_loss_already_run_under_the_protocol(tmp_path, capsys, data_root):
+    from harness.benchmark import completed_run
+    from harness.data import dataset_version
     from harness.protocol import load_protocol
     from harness.records import save_record
 
     quick = load_protocol("quick")
+    version = dataset_version("glyphs", image_size=quick.images.image_size, root=data_root)
     record = {"run_id": "r1", "status": "complete", "finished_at": "2026-01-01T00:00:00",
-              "dataset": {"name": "glyphs"}, "protocol_hash": quick.hash, "loss": {"name": "none"}}
+              "dataset": {"name": "glyphs", "version": version}, "protocol_hash": quick.hash,
+              "loss": {"name": "none"}}
     save_record(tmp_path / "results", record)
+    # a run on another copy of the data (another version) does not count as done
+    assert completed_run(tmp_path / "results", loss_name="none", dataset="glyphs", protocol=quick,
+                         dataset_version="glyphs-other") is None
     before = sorted(p.name for p in (tmp_path / "results").rglob("*"))
     code, out, _ = _run(capsys, "benchmark", "--loss", "none", "--if-missing", "--results", str(tmp_path / "results"),
-                        "--reports", str(tmp_path / "reports"))
+                        "--reports", str(tmp_path / "reports"), "--data-root", str(data_root))
     assert code == 0 and "already run" in out and "r1" in out
     assert sorted(p.name for p in (tmp_path / "results").rglob("*")) == before
     assert not (tmp_path / "reports").exists()
