@@ -12,13 +12,19 @@ TRIALS ?=
 REPS ?=
 SEED ?=
 STORAGE ?=
+# where datasets, results and reports live (default: datasets/, results/, reports/ here)
+DATA_ROOT ?=
+RESULTS ?=
+REPORTS ?=
 
+LOCATION_OPTS := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(RESULTS),--results "$(RESULTS)") \
+	$(if $(REPORTS),--reports "$(REPORTS)")
 # everything but the loss, shared by `benchmark` (one loss) and `zoo` (all of them)
 BENCH_OPTS := --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
-	$(if $(STORAGE),--storage "$(STORAGE)")
+	$(if $(STORAGE),--storage "$(STORAGE)") $(LOCATION_OPTS)
 
-.PHONY: benchmark zoo test leaderboard report lint bench-metrics bench-losses clean-venv
+.PHONY: benchmark zoo test leaderboard report datasets lint bench-metrics bench-losses bench-data clean-venv
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +51,11 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
 
 leaderboard report: $(VENV)/.runtime
-	$(BIN)/harness leaderboard
+	$(BIN)/harness leaderboard $(if $(RESULTS),--results "$(RESULTS)") $(if $(REPORTS),--reports "$(REPORTS)")
+
+# every dataset: present or not, where the harness looked, counts, official or not, version
+datasets: $(VENV)/.runtime
+	$(BIN)/harness datasets $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)")
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check harness losses tests benchmarks
@@ -55,6 +65,9 @@ bench-metrics: $(VENV)/.dev
 
 bench-losses: $(VENV)/.dev
 	$(BIN)/python benchmarks/losses.py
+
+bench-data: $(VENV)/.dev
+	$(BIN)/python benchmarks/data.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -155,14 +155,22 @@ def _datasets(args: argparse.Namespace) -> None:
             print(path)
         return
     for row in describe_datasets(root):
-        if not row["present"]:
-            state = f"missing (looked in {row['where']}; {row.get('problem') or 'see datasets/' + row['name']})"
-        else:
-            counts = "" if row["images"] is None else f", {row['images']:,} images, {row['classes']:,} classes"
-            kind = {True: "official", False: "differs from the official counts", None: "embedded"}[row["official"]]
-            version = f", version {row['version']}" if row["version"] else ""
-            state = f"present in {row['where']}{counts}, {kind}{version}"
-        print(f"{row['name']}: {state}")
+        print(f"{row['name']}: {_dataset_line(row)}")
+
+
+def _dataset_line(row: dict) -> str:
+    """One line per dataset for `harness datasets`."""
+    if row["name"] == "glyphs":
+        return f"embedded ({row['where']}), {row['images']:,} images, {row['classes']:,} classes"
+    if not row["present"]:
+        return f"missing: looked in {row['where']}; {row['how_to_get']}"
+    if "problem" in row:
+        return f"present in {row['where']} but unusable: {row['problem']}"
+    official = ("official" if row["official"] else
+                f"differs from the official counts ({row['official_images']:,} images, "
+                f"{row['official_classes']:,} classes)")
+    return (f"present in {row['where']}, {row['images']:,} images, {row['classes']:,} classes, {official}, "
+            f"version {row['version']}")
 
 
 def _losses(names_only: bool) -> None:

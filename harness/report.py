@@ -43,6 +43,29 @@ def format_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def format_published(frame: pd.DataFrame) -> str | None:
+    """Our row and the paper's, one under the other, for every loss of the table the paper reports on
+    this dataset; None when the table is not a reality_check protocol or nothing is published."""
+    from harness.reference import PUBLISHED_SOURCE, published_figures
+
+    first = frame.iloc[0]
+    if not str(first["protocol"]).startswith("reality_check"):
+        return None
+    published = published_figures(str(first["dataset"])).set_index("loss")
+    shown = [row for _, row in frame.iterrows() if row["loss"] in published.index]
+    if not shown:
+        return None
+    header = ["loss", "source"] + [f"{mode[:3]}. {METRIC_TITLES[m]}" for mode in MODES for m in METRICS]
+    lines = [f"Published figures ({PUBLISHED_SOURCE}; means only) beside this table's, in percent:", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in shown:
+        ours = [_cell(row[f"{mode}_{m}_mean"], row[f"{mode}_{m}_ci95"]) for mode in MODES for m in METRICS]
+        theirs = [f"{100 * published.loc[row['loss'], f'{mode}_{m}']:.2f}" for mode in MODES for m in METRICS]
+        lines.append("| " + " | ".join([row["loss"], f"harness ({first['protocol']})", *ours]) + " |")
+        lines.append("| " + " | ".join([row["loss"], "published", *theirs]) + " |")
+    return "\n".join(lines)
+
+
 def _plot(frame: pd.DataFrame) -> bytes:
     import matplotlib
 
@@ -85,6 +108,9 @@ def write_report(frame: pd.DataFrame, reports_dir: Path, stem: str) -> list[Path
         f"![test MAP@R]({stem}.png)",
         "",
     ])
+    published = format_published(frame)
+    if published:
+        markdown += "\n" + published + "\n"
     md_path, png_path = reports_dir / f"{stem}.md", reports_dir / f"{stem}.png"
     write_atomic(md_path, markdown)
     write_atomic(png_path, _plot(frame))

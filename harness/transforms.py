@@ -30,7 +30,7 @@ def train_batch(data, items: torch.Tensor | np.ndarray, settings: ImageSettings,
                          settings)
     crops = []
     for row in rows:
-        image = torch.from_numpy(np.ascontiguousarray(data.pixels.image(int(row)))).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(data.pixels.image(int(row)))).permute(2, 0, 1)  # copied from the map
         top, left, height, width = random_resized_crop_box(image.shape[1], image.shape[2], settings, generator)
         crop = TF.resized_crop(image, top, left, height, width, [settings.image_size] * 2, antialias=True)
         if settings.horizontal_flip and torch.rand(1, generator=generator).item() < 0.5:
@@ -50,7 +50,7 @@ def eval_batch(data, items: np.ndarray, settings: ImageSettings) -> torch.Tensor
         image = data.pixels.image(int(row))
         top = int(round((image.shape[0] - size) / 2.0))  # CenterCrop's rounding
         left = int(round((image.shape[1] - size) / 2.0))
-        crops.append(torch.from_numpy(np.ascontiguousarray(image[top:top + size, left:left + size])))
+        crops.append(torch.from_numpy(np.array(image[top:top + size, left:left + size])))
     return _scaled(torch.stack(crops).permute(0, 3, 1, 2), settings)
 
 

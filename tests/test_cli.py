@@ -44,7 +44,8 @@ def test_score_prints_json(tmp_path, capsys):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["benchmark", "--loss", "batch_hardd"], "unknown loss 'batch_hardd'; known losses: .*batch_hard"),
-    (["benchmark", "--loss", "batch_hard", "--dataset", "mnist"], "unknown dataset 'mnist'; known datasets: cars196, cub200, glyphs, inshop, sop"),
+    (["benchmark", "--loss", "batch_hard", "--dataset", "mnist"],
+     "unknown dataset 'mnist'; known datasets: cars196, cub200, glyphs, inshop, sop"),
     (["benchmark", "--loss", "batch_hard", "--protocol", "slow"], "unknown protocol 'slow'"),
     (["benchmark", "--loss", "batch_hard", "--trials", "0"], "trials must be at least 1"),
 ])

@@ -102,8 +102,11 @@ def check_dataset_name(name: str) -> None:
 
 
 def dataset_label(name: str) -> str:
-    """The name records and tables use: a known name, or a folder's or CSV's stem."""
-    return name if name in available_datasets() else Path(name).expanduser().resolve().stem
+    """The name records and tables use: a known name, a folder's name or a CSV file's stem."""
+    if name in available_datasets():
+        return name
+    path = Path(name).expanduser().resolve()
+    return path.stem if path.is_file() else path.name
 
 
 def list_images(name: str, root: Path | None = None):
@@ -168,23 +171,26 @@ def _load_glyphs(root: Path, image_size: int) -> ImageSet:
 
 def describe_datasets(root: Path | None = None) -> list[dict]:
     """Every known dataset: present or not, where it looked, counts, official or not, version."""
+    from harness.data.glyphs import FACES, common_characters
     from harness.data.listing import content_version
 
     root = Path(root or default_data_root())
+    classes = len(common_characters())
     rows = [{"name": EMBEDDED, "present": True, "where": "rendered from matplotlib's fonts",
-             "images": None, "classes": None, "official": True, "version": None}]
+             "images": classes * len(FACES), "classes": classes, "official": True, "version": None}]
     for name in IMAGE_DATASETS:
         module = _module(name)
         row = {"name": name, "present": False, "where": str(root / name), "images": None, "classes": None,
                "official": None, "version": None, "official_images": module.OFFICIAL_IMAGES,
-               "official_classes": module.OFFICIAL_CLASSES}
+               "official_classes": module.OFFICIAL_CLASSES, "how_to_get": module.HOW_TO_GET}
         if module.locate(root / name) is not None:
+            row["present"] = True
             try:
                 images = module.load(root / name)
             except HarnessError as error:
                 row["problem"] = str(error)
             else:
-                row.update(present=True, where=str(images.root), images=len(images), classes=images.num_classes,
+                row.update(where=str(images.root), images=len(images), classes=images.num_classes,
                            official=images.official, version=content_version(images, root / ".cache"))
         rows.append(row)
     return rows

@@ -61,7 +61,8 @@ def _decode_task(task: tuple[int, str, int]) -> tuple[int, np.ndarray | None, st
     try:
         return number, decode_resized(Path(path), shorter), None
     except Exception as error:  # PIL raises many types for damaged files
-        return number, None, f"{type(error).__name__}: {error}"
+        reason = str(error).replace(f"'{path}'", "").replace(path, "").strip()  # the caller names the file
+        return number, None, f"{type(error).__name__}: {reason}" if reason else type(error).__name__
 
 
 class ImageCache:

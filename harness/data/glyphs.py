@@ -46,8 +46,6 @@ FACES: tuple[str, ...] = (
     "STIXGeneralBolIta.ttf",
 )
 
-DEFAULT_ROOT: Path = Path(__file__).resolve().parents[2] / "datasets" / "glyphs"
-
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 512
 
