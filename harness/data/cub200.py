@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.data.listing import Archive, ImageList, check_files_exist, class_positions, missing_dataset
+from harness.data.listing import (
+    Archive,
+    ImageList,
+    check_files_exist,
+    class_positions,
+    line_error,
+    missing_dataset,
+    read_lines,
+)
 from harness.errors import HarnessError
 
 __all__ = ["NAME", "OFFICIAL_IMAGES", "OFFICIAL_CLASSES", "ARCHIVES", "HOW_TO_GET", "locate", "load"]
@@ -44,17 +52,14 @@ def locate(root: Path) -> Path | None:
 
 def _read_pairs(path: Path, what: str, *, integer: bool = False) -> dict[int, str | int]:
     """`<id> <value>` per line, keyed by id in file order; a bad line names the file and its line number."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise HarnessError(f"{path}: cannot be read as text ({error})") from None
+    lines = read_lines(path)
     pairs: dict[int, str | int] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
         if len(parts) != 2 or not parts[0].isdecimal() or (integer and not parts[1].strip().isdecimal()):
-            raise HarnessError(f"{path}, line {number}: expected '<id> <{what}>', got {line.strip()[:80]!r}")
+            raise line_error(path, number, f"'<id> <{what}>'", line)
         key = int(parts[0])
         if key in pairs:
             raise HarnessError(f"{path}, line {number}: id {key} is listed twice")

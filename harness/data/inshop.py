@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.listing import Archive, ImageList, check_files_exist, class_positions, missing_dataset
+from harness.data.listing import (
+    Archive,
+    ImageList,
+    check_files_exist,
+    class_positions,
+    line_error,
+    missing_dataset,
+    read_lines,
+)
 from harness.errors import HarnessError
 
 __all__ = ["NAME", "OFFICIAL_IMAGES", "OFFICIAL_CLASSES", "ARCHIVES", "HOW_TO_GET", "locate", "load"]
@@ -51,10 +59,7 @@ def locate(root: Path) -> Path | None:
 
 def _read_partition(path: Path) -> list[tuple[str, str, str, int]]:
     """(image name, item id, status, line number) per row; the count, header and statuses are checked."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise HarnessError(f"{path}: cannot be read as text ({error})") from None
+    lines = read_lines(path)
     if not lines or not lines[0].strip().isdecimal():
         raise HarnessError(f"{path}, line 1: expected the number of rows, got {(lines or [''])[0][:80]!r}")
     if len(lines) < 2 or tuple(lines[1].split()) != _HEADER:
@@ -66,8 +71,7 @@ def _read_partition(path: Path) -> list[tuple[str, str, str, int]]:
             continue
         parts = line.split()
         if len(parts) != 3 or not _ITEM.fullmatch(parts[1]):
-            raise HarnessError(f"{path}, line {number}: expected '<image_name> id_<number> <status>', "
-                               f"got {line.strip()[:80]!r}")
+            raise line_error(path, number, "'<image_name> id_<number> <status>'", line)
         if parts[2] not in _ROLES:
             raise HarnessError(f"{path}, line {number}: unknown evaluation_status {parts[2]!r} "
                                "(expected train, query or gallery)")

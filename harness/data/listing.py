@@ -20,7 +20,8 @@ import numpy as np
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
 
-__all__ = ["Archive", "ImageList", "class_positions", "check_files_exist", "content_version", "missing_dataset"]
+__all__ = ["Archive", "ImageList", "class_positions", "check_files_exist", "content_version", "line_error",
+           "missing_dataset", "read_lines"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,19 @@ def check_files_exist(images: ImageList) -> None:
     if missing:
         raise HarnessError(f"{images.name}: {len(missing):,} of {len(images):,} listed images are missing, "
                            f"the first: {images.root / missing[0]}")
+
+
+def read_lines(path: Path) -> list[str]:
+    """An annotation file's lines; one that cannot be read as UTF-8 text is named."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise HarnessError(f"{path}: cannot be read as text ({error})") from None
+
+
+def line_error(path: Path, number: int, expected: str, line: str) -> HarnessError:
+    """An annotation line that does not parse: the file, the 1-based line number, what was expected."""
+    return HarnessError(f"{path}, line {number}: expected {expected}, got {line.strip()[:80]!r}")
 
 
 def missing_dataset(name: str, looked: Sequence[Path], needs: str, how_to_get: str) -> HarnessError:

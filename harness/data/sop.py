@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.data.listing import Archive, ImageList, check_files_exist, class_positions, missing_dataset
+from harness.data.listing import (
+    Archive,
+    ImageList,
+    check_files_exist,
+    class_positions,
+    line_error,
+    missing_dataset,
+    read_lines,
+)
 from harness.errors import HarnessError
 
 __all__ = ["NAME", "OFFICIAL_IMAGES", "OFFICIAL_CLASSES", "ARCHIVES", "HOW_TO_GET", "locate", "load"]
@@ -43,10 +51,7 @@ def locate(root: Path) -> Path | None:
 
 def _read_list(path: Path) -> list[tuple[str, int]]:
     """(path, class id) per row of one Ebay_*.txt; a bad line names the file and its line number."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise HarnessError(f"{path}: cannot be read as text ({error})") from None
+    lines = read_lines(path)
     if not lines or tuple(lines[0].split()) != _HEADER:
         raise HarnessError(f"{path}, line 1: expected the header '{' '.join(_HEADER)}', "
                            f"got {(lines[0] if lines else '')[:80]!r}")
@@ -56,8 +61,7 @@ def _read_list(path: Path) -> list[tuple[str, int]]:
             continue
         parts = line.split(maxsplit=3)
         if len(parts) != 4 or not all(part.isdecimal() for part in parts[:3]):
-            raise HarnessError(f"{path}, line {number}: expected '<image_id> <class_id> <super_class_id> <path>', "
-                               f"got {line.strip()[:80]!r}")
+            raise line_error(path, number, "'<image_id> <class_id> <super_class_id> <path>'", line)
         rows.append((parts[3].strip(), int(parts[1])))
     return rows
 
