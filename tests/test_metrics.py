@@ -391,3 +391,21 @@ def test_score_files_errors_name_the_files(tmp_path):
     np.save(lab, np.zeros(3, dtype=int))
     with pytest.raises(HarnessError, match=re.escape(f"embeddings file {emb}: row 1 holds a non-finite value")):
         score_files(emb, lab)
+
+
+def test_query_gallery_test_stage_scores_queries_against_the_gallery_only():
+    """In-Shop: the test stage scores the official queries against the official gallery, never query vs query."""
+    from harness.data import ImageSet
+    from harness.evaluate import _scores
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(12, 4)).astype(np.float32)
+    labels = np.repeat(np.arange(4), 3)
+    roles = np.array(["query", "gallery", "gallery"] * 4)
+    test = ImageSet("inshop", "v", None, np.arange(12), torch.from_numpy(labels), tuple("abcd"), channels=3,
+                    roles=roles)
+    expected = retrieval_metrics_query_reference(embeddings[roles == "query"], labels[roles == "query"],
+                                                 embeddings[roles == "gallery"], labels[roles == "gallery"])
+    assert _scores(embeddings, test) == {m: expected[m] for m in ("precision_at_1", "r_precision", "map_at_r")}
+    same_source = retrieval_metrics(embeddings, labels)
+    assert _scores(embeddings, test) != {m: same_source[m] for m in ("precision_at_1", "r_precision", "map_at_r")}

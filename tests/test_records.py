@@ -131,3 +131,42 @@ def test_completed_run_matches_dataset_protocol_loss_and_source(tmp_path):
                          protocol=quick.with_overrides(trials=9, reproductions=None, seed=None)) is None
     assert completed_run(results, loss_name="batch_all", dataset="glyphs", protocol=quick) is None
     assert completed_run(results, loss_name="none", dataset="glyphs", protocol=quick) is None
+
+
+def test_copies_that_differ_from_the_official_counts_get_tables_of_their_own(tmp_path):
+    results = tmp_path / "results"
+    official = _record("r1", "batch_hard", 0.3)
+    official["dataset"] = {"name": "glyphs", "version": "glyphs-v1-aaaaaaaaaaaa", "official": True}
+    other = _record("r2", "batch_hard", 0.5)
+    other["dataset"] = {"name": "glyphs", "version": "glyphs-v1-bbbbbbbbbbbb", "official": False}
+    save_record(results, official)
+    save_record(results, other)
+    tables = leaderboard_tables(results)
+    # both runs stand (different versions are different keys), each in its own table
+    assert set(tables) == {"glyphs__quick", "glyphs__quick__data-bbbbbbbbbbbb"}
+    assert list(tables["glyphs__quick"]["run_id"]) == ["r1"]
+    assert list(tables["glyphs__quick__data-bbbbbbbbbbbb"]["run_id"]) == ["r2"]
+
+
+def test_reality_check_report_shows_the_published_figures_beside_ours(tmp_path):
+    from harness.reference import published_figures
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    protocol = load_protocol("reality_check", dataset="cub200")
+    for run_id, loss in (("r1", "contrastive"), ("r2", "none"), ("r3", "batch_hard")):
+        record = _record(run_id, loss, 0.25, protocol_hash=protocol.hash)
+        record["protocol"] = protocol.to_dict()
+        record["dataset"] = {"name": "cub200", "version": "cub200-0123456789ab", "official": True}
+        save_record(results, record)
+    write_leaderboards(results, reports)
+    report = (reports / "cub200__reality_check.md").read_text()
+    published = published_figures("cub200").set_index("loss")
+    assert published.loc["contrastive", "concatenated_map_at_r"] == pytest.approx(0.2653)
+    assert "| contrastive | published | 59.73 | 31.98 | 21.18 | 68.13 | 37.24 | 26.53 |" in report
+    assert "| none | published | 50.54 | 25.12 | 14.53 | 51.05 | 24.85 | 14.21 |" in report  # the paper's Pretrained
+    assert "| contrastive | harness (reality_check) | 25.00" in report
+    assert "batch_hard | published" not in report  # the paper has no batch-hard row
+    # glyphs has no published figures: its report has no such section
+    save_record(results, _record("r4", "batch_hard", 0.3))
+    write_leaderboards(results, reports)
+    assert "published" not in (reports / "glyphs__quick.md").read_text()
