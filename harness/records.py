@@ -20,7 +20,7 @@ from harness.errors import HarnessError
 __all__ = ["write_json_atomic", "environment", "new_run_id", "save_record",
            "load_records", "newest_complete_runs", "REPO_ROOT"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the source checkout, when the harness runs from one
 PACKAGES = ("dml-harness", "torch", "torchvision", "timm", "optuna", "faiss-cpu", "numpy", "scipy",
             "pandas", "scikit-learn")
 
@@ -41,6 +41,10 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _git(*args: str) -> str | None:
+    """Ask git about the harness's own checkout; an installed package (no .git beside it) has none, and
+    must not report the commit of some repository that merely contains its virtual environment."""
+    if not (REPO_ROOT / ".git").exists():
+        return None
     try:
         out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):

@@ -170,3 +170,16 @@ def test_reality_check_report_shows_the_published_figures_beside_ours(tmp_path):
     save_record(results, _record("r4", "batch_hard", 0.3))
     write_leaderboards(results, reports)
     assert "published" not in (reports / "glyphs__quick.md").read_text()
+
+
+def test_an_installed_package_reports_no_commit_of_a_repository_around_it(tmp_path, monkeypatch):
+    import subprocess
+
+    import harness.records
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    site_packages = tmp_path / "venv" / "lib" / "site-packages"  # inside a git work tree, but no .git of its own
+    site_packages.mkdir(parents=True)
+    monkeypatch.setattr(harness.records, "REPO_ROOT", site_packages)
+    env = environment()
+    assert env["git_commit"] is None and env["git_dirty"] is None
