@@ -62,12 +62,6 @@ class ImageSet:
         return replace(self, rows=self.rows[mask], labels=self.labels[keep],
                        roles=None if self.roles is None else self.roles[mask])
 
-    def with_role(self, role: str) -> ImageSet:
-        """The items of one In-Shop role ("query" or "gallery")."""
-        mask = self.roles == role
-        return replace(self, rows=self.rows[mask], labels=self.labels[torch.from_numpy(mask)],
-                       roles=self.roles[mask])
-
 
 def default_data_root() -> Path:
     """Found relative to the current directory (the repository root under make), never the package."""
