@@ -24,7 +24,7 @@ BENCH_OPTS := --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(STORAGE),--storage "$(STORAGE)") $(LOCATION_OPTS)
 
-.PHONY: benchmark zoo test leaderboard report datasets lint bench-metrics bench-losses bench-data clean-venv
+.PHONY: benchmark zoo test leaderboard report datasets lint bench-metrics bench-losses bench-data bench-training clean-venv
 
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,9 @@ bench-losses: $(VENV)/.dev
 
 bench-data: $(VENV)/.dev
 	$(BIN)/python benchmarks/data.py
+
+bench-training: $(VENV)/.dev
+	$(BIN)/python benchmarks/training.py
 
 clean-venv:
 	rm -rf $(VENV)
