@@ -86,14 +86,15 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         seconds = run(args.iterations)
+    on_gpu = device.type == "cuda"
     figures = {
-        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(0) if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
         "protocol": protocol.name, "loss": args.loss, "iterations": args.iterations,
         "batch_size": protocol.batch.batch_size, "image_size": protocol.images.image_size,
         "seconds": round(seconds, 2),
         "images_per_second": round(args.iterations * protocol.batch.batch_size / seconds, 1),
         "cache_build_seconds": round(cache_seconds, 2),
-        "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
+        "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_gpu else None,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.json:
