@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.memory import proc_status_bytes  # noqa: E402
 from harness.protocol import ImageSettings, load_protocol  # noqa: E402  (no torch: the driver stays small)
 
 TARGET_SPEEDUP = 3.0  # cache / plain images per second: at least 3x
@@ -115,20 +116,12 @@ def bench_settings(resize: int, crop: int) -> ImageSettings:
 # ------------------------------------------------------------------------------------------ worker side
 
 
-def _proc_status_bytes(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _peak_bytes() -> tuple[int, str]:
     """This process's own peak RSS. VmHWM is the peak of the memory image since exec; ru_maxrss is the
     same mark but keeps, through fork and exec, that of the driver that started us, so it is only the
     fallback (and equal to VmHWM whenever this process outgrew the driver)."""
     try:
-        return _proc_status_bytes("VmHWM"), "VmHWM"
+        return proc_status_bytes("VmHWM"), "VmHWM"
     except (OSError, RuntimeError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
 
@@ -208,7 +201,7 @@ def timed_worker(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     batches = [rng.choice(len(images), BATCH_SIZE, replace=False) for _ in range(WARMUP + args.batches)]
     generator = torch.Generator().manual_seed(args.seed)
-    baseline = _proc_status_bytes("VmRSS")  # after the imports and the setup, before the first batch
+    baseline = proc_status_bytes("VmRSS")  # after the imports and the setup, before the first batch
     for items in batches[:WARMUP]:
         train_batch(data, items, settings, generator)
     seconds, checksum = 0.0, 0

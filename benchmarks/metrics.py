@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.memory import proc_status_bytes  # noqa: E402
+
 TARGET_VS_PML = 1 / 3
 TARGET_VS_FLOOR = 1.3
 TARGET_PEAK_BYTES = 1.5e9
@@ -66,14 +68,6 @@ def make_data(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np
 
 
 # ------------------------------------------------------------------------------------------ worker side
-
-
-def _proc_status_bytes(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _reset_peak_rss() -> bool:
@@ -134,11 +128,11 @@ def worker(kind: str, data_dir: Path, check: bool) -> None:
     # ru_maxrss cannot be reset: it also keeps the RSS of the process that exec'd us (the driver,
     # through fork), so it is only the fallback. VmHWM is the same peak mark, resettable.
     reset = _reset_peak_rss()
-    baseline = _proc_status_bytes("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    baseline = proc_status_bytes("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
     result = call()
     seconds = time.perf_counter() - start
-    peak = _proc_status_bytes("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = proc_status_bytes("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if kind == "pml" and check:
         # Untimed: PML on the same exact search as ours (inner product instead of its default L2),
         # so that the neighbour lists are identical and only the metric arithmetic is compared.
