@@ -139,22 +139,13 @@ def _splits(args: argparse.Namespace) -> None:
 
 
 def _datasets(args: argparse.Namespace) -> None:
-    from harness.data import IMAGE_DATASETS, default_data_root, describe_datasets
+    from harness.data import describe_datasets, fetch_dataset
 
-    root = args.data_root or default_data_root()
     if args.action == "download":
-        if args.name not in IMAGE_DATASETS:
-            raise HarnessError(f"unknown dataset '{args.name}' to download; known: {', '.join(IMAGE_DATASETS)}")
-        import importlib
-
-        from harness.data.download import download_dataset
-
-        module = importlib.import_module(f"harness.data.{args.name}")
-        for path in download_dataset(args.name, module.ARCHIVES, root / args.name, how_to_get=module.HOW_TO_GET,
-                                     progress=not args.no_progress):
+        for path in fetch_dataset(args.name, args.data_root, progress=not args.no_progress):
             print(path)
         return
-    for row in describe_datasets(root):
+    for row in describe_datasets(args.data_root):
         print(f"{row['name']}: {_dataset_line(row)}")
 
 

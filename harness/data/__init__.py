@@ -21,7 +21,7 @@ import torch
 from harness.errors import HarnessError
 
 __all__ = ["ImageSet", "available_datasets", "check_dataset_name", "dataset_label", "default_data_root",
-           "list_images", "load_dataset", "dataset_version", "describe_datasets", "IMAGE_DATASETS"]
+           "list_images", "load_dataset", "dataset_version", "describe_datasets", "fetch_dataset", "IMAGE_DATASETS"]
 
 EMBEDDED = "glyphs"
 IMAGE_DATASETS = ("cub200", "cars196", "sop", "inshop")
@@ -66,6 +66,11 @@ class ImageSet:
 def default_data_root() -> Path:
     """Found relative to the current directory (the repository root under make), never the package."""
     return Path.cwd() / "datasets"
+
+
+def _cache_dir(root: Path) -> Path:
+    """The one folder the harness writes under a data root: content hashes and decoded images."""
+    return Path(root) / ".cache"
 
 
 def _module(name: str) -> ModuleType:
@@ -122,7 +127,7 @@ def dataset_version(name: str, *, image_size: int, root: Path | None = None) -> 
         return _load_glyphs(root, image_size).version
     from harness.data.listing import content_version
 
-    return content_version(list_images(name, root), root / ".cache")
+    return content_version(list_images(name, root), _cache_dir(root))
 
 
 def load_dataset(name: str, *, image_size: int, resize: int = 0, root: Path | None = None,
@@ -144,7 +149,7 @@ def load_dataset(name: str, *, image_size: int, resize: int = 0, root: Path | No
     warning = images.count_warning()
     if warning:
         print(f"harness: warning: {warning}", file=sys.stderr)
-    cache_dir = root / ".cache"
+    cache_dir = _cache_dir(root)
     version = content_version(images, cache_dir)
     cache = build_cache(images, version, resize, cache_dir, progress=progress)
     return ImageSet(images.name, version, cache, np.arange(len(images)), torch.from_numpy(images.labels),
@@ -161,6 +166,17 @@ def _load_glyphs(root: Path, image_size: int) -> ImageSet:
     images = torch.from_numpy(np.ascontiguousarray(arrays.images)).unsqueeze(1)
     return ImageSet(EMBEDDED, arrays.version, images, np.arange(len(images)),
                     torch.from_numpy(arrays.labels).long(), tuple(arrays.class_names), channels=1)
+
+
+def fetch_dataset(name: str, root: Path | None = None, *, progress: bool = True) -> list[Path]:
+    """Fetch, check and unpack a standard dataset into `<root>/<name>/`, or say how to get it by hand."""
+    if name not in IMAGE_DATASETS:
+        raise HarnessError(f"unknown dataset '{name}' to download; known: {', '.join(IMAGE_DATASETS)}")
+    from harness.data.download import download_dataset
+
+    module = _module(name)
+    return download_dataset(name, module.ARCHIVES, Path(root or default_data_root()) / name,
+                            how_to_get=module.HOW_TO_GET, progress=progress)
 
 
 def describe_datasets(root: Path | None = None) -> list[dict]:
@@ -185,6 +201,6 @@ def describe_datasets(root: Path | None = None) -> list[dict]:
                 row["problem"] = str(error)
             else:
                 row.update(where=str(images.root), images=len(images), classes=images.num_classes,
-                           official=images.official, version=content_version(images, root / ".cache"))
+                           official=images.official, version=content_version(images, _cache_dir(root)))
         rows.append(row)
     return rows
