@@ -7,24 +7,27 @@ Every input is checked before anything is written under `results/`: the names, t
 
 from __future__ import annotations
 
-import time
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import optuna
 import torch
 
 import losses
 from harness.backbones import check_backbone_name, weight_metadata
 from harness.data import EMBEDDED, ImageSet, check_dataset_name, dataset_label, load_dataset
 from harness.errors import HarnessError
-from harness.evaluate import run_test
+from harness.evaluate import collect_test, queue_units, run_test_units, test_study_name, unit_progress, units_dir
 from harness.leaderboard import BASELINE, write_leaderboards
 from harness.protocol import Protocol
 from harness.records import environment, new_run_id, newest_complete_runs, save_record
-from harness.search import run_search
+from harness.search import SearchResult, counted_trials, run_search, search_result, search_target, study_name
 from harness.seeding import derive_seed
 from harness.splits import Split, class_disjoint_split
+from harness.studies.storage import Storage, open_storage
+from harness.studies.study import FINISHED, StudyIdentity, join_study
 from harness.train import build_model
 from harness.transforms import eval_batch
 
@@ -113,61 +116,122 @@ def completed_run(results_dir: Path, *, loss_name: str, dataset: str, protocol: 
 
 
 def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,
-                  storage: str | None = None, data_root: Path | None = None, progress: bool = True) -> dict:
-    """Run the whole protocol for one loss (or the untrained baseline) and return its record."""
+                  storage: str | None = None, data_root: Path | None = None, progress: bool = True,
+                  take_work: bool = True, heartbeat_seconds: int = 60, poll_seconds: float = 5.0) -> dict:
+    """Run the whole protocol for one loss (or the untrained baseline) and return its record.
+
+    This process is one worker of the study: any other process running the same command (`harness
+    worker`) shares the search trials and the test units with it. The record is written once, by the
+    process that finds every unit done; with `take_work=False` (`harness record`) nothing is trained.
+    """
     check_inputs(loss_name, dataset, protocol)
     # the loss's source hash, the commit and the versions as the run starts: the code that ran
     identity = loss_identity(loss_name)
     env = environment()
-    started = time.time()
-    started_at = datetime.now(UTC).isoformat()
     data = load_dataset(dataset, image_size=protocol.images.image_size, resize=protocol.images.resize,
                         root=data_root, progress=progress)
     split = class_disjoint_split(data.num_classes, protocol.search.folds, trainval_classes=data.trainval_classes)
     trainval = data.subset(split.trainval)
     _check_data_fits(trainval, split, protocol)
     dataset = dataset_label(dataset)
-
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or default_storage(results_dir)
-    if loss_name == BASELINE:
-        search_record = {"study": None, "storage": None, "trials_counted": 0, "best_params": {},
-                         "best_value": None, "best_trial": None, "trials": []}
-    else:
-        search = run_search(trainval, split, protocol, loss_name, dataset=dataset, storage=storage,
-                            progress=progress)
-        search_record = {"study": search.study_name, "storage": storage,
-                         "trials_counted": search.trials_counted,
-                         "best_params": search.best_params, "best_value": search.best_value,
-                         "best_trial": search.best_trial, "trials": search.trials,
-                         "fold_seeds": [derive_seed(protocol.search.seed, "search", f)
-                                        for f in range(len(split.folds))]}
+    store = open_storage(storage or default_storage(results_dir), heartbeat_seconds=heartbeat_seconds)
+    baseline = loss_name == BASELINE
+    name = None if baseline else study_name(dataset, protocol, loss_name)
+    with store.sole_worker(name or test_study_name(dataset, protocol, None, None)):
+        if baseline:
+            search_record, search_study = {"study": None, "storage": None, "trials_counted": 0, "best_params": {},
+                                           "best_value": None, "best_trial": None, "trials": []}, None
+        elif take_work:
+            search = run_search(trainval, split, protocol, loss_name, dataset=dataset, storage=store,
+                                dataset_version=data.version, progress=progress, poll_seconds=poll_seconds)
+            search_record, search_study = _search_record(search, store, protocol, split), search.study_name
+        else:
+            search_record, search_study = _finished_search(store, name, protocol, loss_name, split), name
+        study_identity = StudyIdentity(dataset, data.version, protocol, loss_name, identity.get("source_sha256"))
+        test_name = test_study_name(dataset, protocol, loss_name, search_study)
+        test_study = join_study(store, test_name, study_identity, stage="test")
+        queue_units(store, test_study, protocol, split, search_record["best_params"])
+        directory = units_dir(results_dir, test_name)
+        # the test half is materialised only now, after the search has finished
+        test = data.subset(split.test)
+        if take_work:
+            run_test_units(trainval, test, split, protocol, None if baseline else loss_name,
+                           search_record["best_params"], storage=store, study=test_study, directory=directory,
+                           progress=progress, poll_seconds=poll_seconds)
+        done, total = unit_progress(test_study)
+        if done < total:
+            raise HarnessError(f"{done} of {total} test units of {loss_name} are done; start a worker "
+                               "(harness worker, same options) to finish them")
 
-    # the test half is materialised only now, after the search has finished
-    test = data.subset(split.test)
-    test_result = run_test(trainval, test, split, protocol, None if loss_name == BASELINE else loss_name,
-                           search_record["best_params"], progress=progress)
+        def describe_run(run_id: str) -> dict:
+            started_at = (optuna.load_study(study_name=search_study, storage=store.optuna_storage)
+                          .user_attrs.get("created_at") if search_study else None) or test_study.user_attrs.get(
+                              "created_at")
+            finished = datetime.now(UTC)
+            return {
+                "run_id": run_id,
+                "status": "complete",
+                "started_at": started_at,
+                "finished_at": finished.isoformat(),
+                "wall_seconds": round((finished - datetime.fromisoformat(started_at)).total_seconds(), 2),
+                "dataset": {"name": dataset, "version": data.version, "official": data.official,
+                            "num_classes": data.num_classes, "num_items": len(data),
+                            "trainval_classes": len(split.trainval), "test_classes": len(split.test),
+                            "test_items": len(test), **data.details},
+                "protocol": protocol.to_dict(),
+                "protocol_hash": protocol.hash,
+                "loss": identity,
+                "split": split.as_dict(),
+                "search": search_record,
+                "test": collect_test(test_study, test, protocol, split, directory),
+                "seed": protocol.search.seed,
+                "environment": env,
+            }
 
-    record = {
-        "run_id": new_run_id(dataset, protocol.name, loss_name),
-        "status": "complete",
-        "started_at": started_at,
-        "finished_at": datetime.now(UTC).isoformat(),
-        "wall_seconds": round(time.time() - started, 2),
-        "dataset": {"name": dataset, "version": data.version, "official": data.official,
-                    "num_classes": data.num_classes, "num_items": len(data),
-                    "trainval_classes": len(split.trainval), "test_classes": len(split.test),
-                    "test_items": len(test), **data.details},
-        "protocol": protocol.to_dict(),
-        "protocol_hash": protocol.hash,
-        "loss": identity,
-        "split": split.as_dict(),
-        "search": search_record,
-        "test": test_result,
-        "seed": protocol.search.seed,
-        "environment": env,
-    }
-    save_record(results_dir, record)
-    write_leaderboards(results_dir, reports_dir)
+        record, written = write_record_once(store, results_dir, [test_name, search_study],
+                                            new_run_id(dataset, protocol.name, loss_name), describe_run)
+    if written:
+        write_leaderboards(results_dir, reports_dir)
     return record
+
+
+def _search_record(search: SearchResult, store: Storage, protocol: Protocol, split: Split) -> dict:
+    return {"study": search.study_name, "storage": store.shown, "trials_counted": search.trials_counted,
+            "best_params": search.best_params, "best_value": search.best_value, "best_trial": search.best_trial,
+            "trials": search.trials,
+            "fold_seeds": [derive_seed(protocol.search.seed, "search", f) for f in range(len(split.folds))]}
+
+
+def _finished_search(store: Storage, name: str, protocol: Protocol, loss_name: str, split: Split) -> dict:
+    """The search record of a study other workers finished (for `harness record`)."""
+    if name not in optuna.get_all_study_names(store.optuna_storage):
+        raise HarnessError(f"no study {name} in {store.shown}: nothing has been run for this loss yet")
+    study = optuna.load_study(study_name=name, storage=store.optuna_storage)
+    counted, target = len(counted_trials(study)), search_target(protocol, loss_name)
+    if counted < target:
+        raise HarnessError(f"the search of {loss_name} has {counted} of its {target} trials; start a worker "
+                           "(harness worker, same options) to finish it")
+    return _search_record(search_result(study), store, protocol, split)
+
+
+def write_record_once(store: Storage, results_dir: Path, studies: list[str | None], run_id: str,
+                      describe_run) -> tuple[dict, bool]:
+    """Write the record of finished work exactly once, whichever worker gets here first.
+
+    The run id is claimed in the test study before the file is written, so a process that dies in
+    between leaves the claim, and the next one writes the same record. Returns (record, written now).
+    """
+    test_name = studies[0]
+    with store.lock(test_name):
+        test_study = optuna.load_study(study_name=test_name, storage=store.optuna_storage)
+        run_id = test_study.user_attrs.get(FINISHED) or run_id
+        path = Path(results_dir) / "runs" / run_id / "record.json"
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8")), False
+        for name in studies:
+            if name:
+                optuna.load_study(study_name=name, storage=store.optuna_storage).set_user_attr(FINISHED, run_id)
+        record = describe_run(run_id)
+        save_record(results_dir, record)
+    return record, True

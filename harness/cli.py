@@ -1,4 +1,4 @@
-"""The `harness` command: benchmark, score, splits, datasets, leaderboard, losses.
+"""The `harness` command: benchmark, worker, record, score, splits, datasets, leaderboard, losses.
 
 User errors (HarnessError) become one line on stderr and exit code 2; nothing else is caught.
 `results/`, `reports/` and `datasets/` are found relative to the current directory (the repository
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.studies.storage import redact
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -42,6 +45,24 @@ def _add_locations(parser: argparse.ArgumentParser, *, results: bool = True, dat
                             help="where datasets live, one folder each (default: ./datasets)")
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What names one study's work, shared by benchmark, worker and record."""
+    parser.add_argument("--loss", required=True, help="a registered loss, or 'none' for the untrained baseline")
+    parser.add_argument("--dataset", default="glyphs",
+                        help="a dataset name, an image folder (one subfolder per class) or a .csv with path,label")
+    parser.add_argument("--protocol", default="quick", help="a shipped protocol name or a path to a .toml file")
+    parser.add_argument("--trials", type=int, help="override the protocol's trial count (new protocol hash)")
+    parser.add_argument("--reps", type=int, help="override the protocol's reproductions (new protocol hash)")
+    parser.add_argument("--seed", type=int, help="override the protocol's seed (new protocol hash)")
+    parser.add_argument("--storage", help="Optuna storage: sqlite:///FILE (default results/studies.db, one worker), "
+                        "journal:FILE (several workers on one machine), postgresql://USER@HOST/DB (many machines)")
+    parser.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                        help="PostgreSQL/MySQL: a worker's heartbeat; a trial silent for 3 beats is failed and "
+                        "queued again (default: 60)")
+    _add_locations(parser)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Fair-comparison benchmark of deep metric learning losses.",
@@ -49,18 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bench = commands.add_parser("benchmark", help="search, test and record one loss under a protocol")
-    bench.add_argument("--loss", required=True, help="a registered loss, or 'none' for the untrained baseline")
-    bench.add_argument("--dataset", default="glyphs",
-                       help="a dataset name, an image folder (one subfolder per class) or a .csv with path,label")
-    bench.add_argument("--protocol", default="quick", help="a shipped protocol name or a path to a .toml file")
-    bench.add_argument("--trials", type=int, help="override the protocol's trial count (new protocol hash)")
-    bench.add_argument("--reps", type=int, help="override the protocol's reproductions (new protocol hash)")
-    bench.add_argument("--seed", type=int, help="override the protocol's seed (new protocol hash)")
-    bench.add_argument("--storage", help="Optuna storage URL (default: sqlite file results/studies.db)")
-    _add_locations(bench)
-    bench.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_run_options(bench)
     bench.add_argument("--if-missing", action="store_true",
                        help="skip the loss if this protocol already has a complete run of it (same source)")
+    worker = commands.add_parser("worker", help="join the study of one loss as one more worker (search trials and "
+                                 "test units); exits when nothing is left to do")
+    _add_run_options(worker)
+    record = commands.add_parser("record", help="write the record and tables of a study whose work is all done, "
+                                 "training nothing")
+    _add_run_options(record)
 
     score = commands.add_parser("score", help="P@1, R-precision and MAP@R of saved embeddings, as JSON")
     score.add_argument("--embeddings", type=Path, required=True, help=".npy float array [N, D]")
@@ -99,7 +117,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     protocol = load_protocol(args.protocol, dataset=args.dataset).with_overrides(
         trials=args.trials, reproductions=args.reps, seed=args.seed)
     check_inputs(args.loss, args.dataset, protocol)
-    if args.if_missing:
+    if getattr(args, "if_missing", False):
         done = completed_run(args.results, loss_name=args.loss, dataset=dataset_label(args.dataset),
                              protocol=protocol, dataset_version=dataset_version(
                                  args.dataset, image_size=protocol.images.image_size, root=args.data_root))
@@ -108,7 +126,13 @@ def _benchmark(args: argparse.Namespace) -> None:
             return
     record = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
                            results_dir=args.results, reports_dir=args.reports, storage=args.storage,
-                           data_root=args.data_root, progress=not args.no_progress)
+                           data_root=args.data_root, progress=not args.no_progress,
+                           take_work=args.command != "record", heartbeat_seconds=args.heartbeat,
+                           poll_seconds=min(5.0, args.heartbeat))
+    if args.command == "worker":
+        print(f"{args.loss}: nothing left to do in this study; record: "
+              f"{args.results / 'runs' / record['run_id'] / 'record.json'}")
+        return
     stem = table_stem(record["dataset"]["name"], protocol.name, protocol.hash, record["dataset"])
     table = leaderboard_tables(args.results)[stem]
     print(f"\n{args.loss} on {record['dataset']['name']}, protocol {protocol.name} ({protocol.short_hash}), "
@@ -176,10 +200,16 @@ def _losses(names_only: bool) -> None:
         print(f"{name}: {info.description}\n    searched: {space}\n    paper: {info.paper}")
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="harness: %(message)s")
     try:
-        if args.command == "benchmark":
+        if args.command in ("benchmark", "worker", "record"):
+            signal.signal(signal.SIGTERM, _terminated)  # a scheduler's stop: end the trial cleanly, queue it again
             _benchmark(args)
         elif args.command == "score":
             from harness.metrics import score_files
@@ -197,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "losses":
             _losses(args.names)
     except HarnessError as error:
-        print(f"harness: error: {error}", file=sys.stderr)
+        print(f"harness: error: {redact(str(error))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         # records and tables are written atomically and the study commits each finished trial

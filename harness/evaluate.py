@@ -5,24 +5,36 @@ splits as the search), embeds the test classes, and scores them two ways, as the
 reported: "separated" (each fold model alone, the four scores averaged) and "concatenated" (the four
 fold models' embeddings joined into one). Mean and a 95% Student-t interval over reproductions.
 A query/gallery benchmark (In-Shop) scores its official queries against its official gallery.
+
+Each (reproduction, fold) training is a unit: an enqueued trial of a test study that any worker can
+take, whose test embeddings are saved under results/units/. A stopped test stage continues from its
+finished units, and the figures equal an uninterrupted run's: every unit has its own fixed seed.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import optuna
+from optuna.trial import TrialState
 from scipy import stats
 from tqdm.auto import tqdm
 
+from harness.atomic import atomic_open
 from harness.data import ImageSet
+from harness.errors import HarnessError
 from harness.metrics import retrieval_metrics, retrieval_metrics_query_reference
 from harness.protocol import Protocol
 from harness.seeding import derive_seed
 from harness.splits import Split
+from harness.studies.queue import FAIL_REASON, run_trial, take_trial, wait
+from harness.studies.storage import Storage
 from harness.train import build_model, embed, train_fold
 
-__all__ = ["METRICS", "MODES", "run_test", "summarize"]
+__all__ = ["METRICS", "MODES", "test_study_name", "units_dir", "queue_units", "run_test_units", "unit_progress",
+           "collect_test", "summarize"]
 
 METRICS = ("precision_at_1", "r_precision", "map_at_r")
 MODES = ("separated", "concatenated")
@@ -39,35 +51,105 @@ def _scores(embeddings: np.ndarray, test: ImageSet) -> dict[str, float]:
     return {m: result[m] for m in METRICS}
 
 
-def run_test(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str | None,
-             params: dict, *, progress: bool = True) -> dict:
-    """Per-reproduction figures and their summary. `loss_name=None` scores untrained networks."""
-    reproductions = []
-    bar = tqdm(total=protocol.search.reproductions * len(split.folds), desc=f"test {loss_name or 'none'}",
-               unit="fold", disable=not progress)
-    for rep in range(protocol.search.reproductions):
-        fold_embeddings, folds = [], []
-        for f, fold in enumerate(split.folds):
-            seed = derive_seed(protocol.search.seed, "test", rep, f)
-            if loss_name is None:
-                model, fold_info = build_model(protocol, test.channels, seed), {}
-            else:
-                result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params,
-                                    train_set=trainval.subset(fold.train), val_set=trainval.subset(fold.val),
-                                    seed=seed)
-                model = result.model
-                fold_info = {"best_val_map_at_r": result.best_val_map_at_r,
-                             "best_iteration": result.best_iteration,
-                             "iterations_run": result.iterations_run}
-            embeddings = embed(model, test, protocol)
-            fold_embeddings.append(embeddings)
-            folds.append({"fold": f, "seed": seed, **fold_info, "test": _scores(embeddings, test)})
+def test_study_name(dataset: str, protocol: Protocol, loss_name: str | None, search_study: str | None) -> str:
+    """The test stage's units live in a study of their own beside the search's."""
+    return f"{search_study or f'{dataset}__{protocol.name}-{protocol.short_hash}__none'}__test"
+
+
+def units_dir(results_dir: Path, test_study: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in test_study)
+    return Path(results_dir) / "units" / safe
+
+
+def _unit_path(directory: Path, rep: int, fold: int) -> Path:
+    return directory / f"rep{rep}-fold{fold}.npy"
+
+
+def queue_units(storage: Storage, study: optuna.Study, protocol: Protocol, split: Split, params: dict) -> None:
+    """Queue every (reproduction, fold) training once, in order, for whichever worker takes it."""
+    with storage.lock(study.study_name):
+        if study.get_trials(deepcopy=False):
+            return
+        study.set_user_attr("best_params", params)
+        for rep in range(protocol.search.reproductions):
+            for f in range(len(split.folds)):
+                study.enqueue_trial({}, user_attrs={"reproduction": rep, "fold": f})
+
+
+def _run_unit(trial: optuna.Trial, trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol,
+              loss_name: str | None, params: dict, directory: Path) -> float:
+    """One reproduction's fold model: train it (new seed), embed the test half, keep both figures and
+    embeddings (the concatenated score needs every fold's)."""
+    rep, f = trial.user_attrs["reproduction"], trial.user_attrs["fold"]
+    fold = split.folds[f]
+    seed = derive_seed(protocol.search.seed, "test", rep, f)
+    if loss_name is None:
+        model, fold_info = build_model(protocol, test.channels, seed), {}
+    else:
+        result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params,
+                            train_set=trainval.subset(fold.train), val_set=trainval.subset(fold.val), seed=seed)
+        model = result.model
+        fold_info = {"best_val_map_at_r": result.best_val_map_at_r, "best_iteration": result.best_iteration,
+                     "iterations_run": result.iterations_run}
+    embeddings = embed(model, test, protocol)
+    with atomic_open(_unit_path(directory, rep, f), "wb") as handle:
+        np.save(handle, embeddings)
+    unit = {"fold": f, "seed": seed, **fold_info, "test": _scores(embeddings, test)}
+    trial.set_user_attr("unit", unit)
+    return unit["test"]["map_at_r"]
+
+
+def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str | None,
+                   params: dict, *, storage: Storage, study: optuna.Study, directory: Path, progress: bool = True,
+                   poll_seconds: float = 5.0) -> None:
+    """Take test units (with any other workers) until every one is complete. `loss_name=None` scores
+    untrained networks."""
+    total = protocol.search.reproductions * len(split.folds)
+    done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    bar = tqdm(total=total, initial=done, desc=f"test {loss_name or 'none'}", unit="fold", disable=not progress)
+    try:
+        while True:
+            trial = take_trial(storage, study, budget=None)
+            if trial is None:
+                if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= total:
+                    return
+                wait(poll_seconds)  # the rest is running in other workers, and may come back
+                continue
+            frozen = run_trial(storage, study, trial, lambda t: _run_unit(t, trainval, test, split, protocol,
+                                                                          loss_name, params, directory))
+            if frozen.state == TrialState.FAIL:  # the loss worked in the search; here it must too
+                raise HarnessError(f"test unit {trial.user_attrs.get('reproduction')}/{trial.user_attrs.get('fold')} "
+                                   f"failed: {frozen.user_attrs.get(FAIL_REASON)}")
             bar.update()
+    finally:
+        bar.close()
+
+
+def unit_progress(study: optuna.Study) -> tuple[int, int]:
+    """(complete units, all units) of a test study."""
+    trials = study.get_trials(deepcopy=False)
+    return sum(t.state == TrialState.COMPLETE for t in trials), len({
+        (t.user_attrs.get("reproduction"), t.user_attrs.get("fold")) for t in trials})
+
+
+def collect_test(study: optuna.Study, test: ImageSet, protocol: Protocol, split: Split, directory: Path) -> dict:
+    """The test figures from the finished units: per fold as each unit scored it, concatenated from their
+    saved embeddings; the same figures however many workers ran the units, in whatever order."""
+    units = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        units[trial.user_attrs["reproduction"], trial.user_attrs["fold"]] = trial.user_attrs["unit"]
+    reproductions = []
+    for rep in range(protocol.search.reproductions):
+        folds = [units[rep, f] for f in range(len(split.folds))]
+        paths = [_unit_path(directory, rep, f) for f in range(len(split.folds))]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise HarnessError(f"the test embeddings {', '.join(missing)} are missing; the worker that made them "
+                               "wrote them under its own --results, which every worker must share")
+        concatenated = _scores(np.concatenate([np.load(p) for p in paths], axis=1), test)
         separated = {m: float(np.mean([fold["test"][m] for fold in folds])) for m in METRICS}
-        concatenated = _scores(np.concatenate(fold_embeddings, axis=1), test)
         reproductions.append({"reproduction": rep, "folds": folds, "separated": separated,
                               "concatenated": concatenated})
-    bar.close()
     return {"reproductions": reproductions, "summary": summarize(reproductions)}
 
 

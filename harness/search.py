@@ -1,10 +1,11 @@
 """Hyperparameter search: one Optuna study per (dataset, protocol hash, loss), scored by 4-fold CV.
 
 A trial trains one model per fold (train on the fold's train classes, validate on its validation
-classes) and its value is the mean of the folds' best validation MAP@R. The study lives in an
-Optuna storage (SQLite by default), so re-running the same command continues it up to the
-protocol's trial count instead of starting over. This stage only ever receives the trainval
-classes: the test half is not loaded into anything it can reach.
+classes) and its value is the mean of the folds' best validation MAP@R. Any number of workers share
+a study (harness.studies): each takes one trial at a time until the study holds the protocol's
+number of counted trials, exactly. A trial queued again after its worker died keeps the folds it had
+finished and trains only the rest. This stage only ever receives the trainval classes: the test half
+is not loaded into anything it can reach.
 """
 
 from __future__ import annotations
@@ -18,15 +19,19 @@ from tqdm.auto import tqdm
 
 import losses
 from harness.data import ImageSet
-from harness.errors import HarnessError, LossNotFinite
+from harness.errors import HarnessError, LossRaised, TrialFailed
 from harness.protocol import Protocol
 from harness.seeding import derive_seed
 from harness.splits import Split
+from harness.studies.queue import FAIL_ERROR, FAIL_REASON, counts, run_trial, take_trial, wait
+from harness.studies.storage import Storage, open_storage
+from harness.studies.study import StudyIdentity, claim_worker_index, join_study, tpe_sampler
 from harness.train import train_fold
 
-__all__ = ["SearchResult", "run_search", "study_name", "counted_trials"]
+__all__ = ["SearchResult", "run_search", "study_name", "counted_trials", "search_result", "FAIL_REASON",
+           "search_target"]
 
-FAIL_REASON = "fail_reason"
+log = logging.getLogger("harness")
 
 
 @dataclass(frozen=True)
@@ -45,13 +50,17 @@ def study_name(dataset: str, protocol: Protocol, loss_name: str) -> str:
     return f"{dataset}__{protocol.name}-{protocol.short_hash}__{loss_name}-{source}"
 
 
-def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that used up the budget: completed ones and those failed by a non-finite loss.
+def search_target(protocol: Protocol, loss_name: str) -> int:
+    """The protocol's trial count; with nothing to search every trial would be the same, so one."""
+    return protocol.search.trials if losses.search_space(loss_name) else 1
 
-    A trial interrupted by Ctrl-C or a crash is failed by Optuna without a reason and is run again.
+
+def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that used up the budget: completed ones and those failed for a reason of their own.
+
+    A trial interrupted by Ctrl-C or a dead worker is queued again with the same parameters.
     """
-    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
-            or (t.state == optuna.trial.TrialState.FAIL and FAIL_REASON in t.user_attrs)]
+    return [t for t in study.get_trials(deepcopy=False) if counts(t)]
 
 
 def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict:
@@ -59,57 +68,81 @@ def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict:
             "value": trial.value, **{k: v for k, v in sorted(trial.user_attrs.items())}}
 
 
-def run_search(trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str, *, dataset: str,
-               storage: str, progress: bool = True) -> SearchResult:
-    """Run (or continue) the study until it holds the protocol's number of counted trials."""
-    optuna.logging.set_verbosity(logging.WARNING)
-    has_space = bool(losses.search_space(loss_name))
-    # with nothing to search every trial would be the same configuration: one trial is enough
-    target = protocol.search.trials if has_space else 1
-    name = study_name(dataset, protocol, loss_name)
-    try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                    load_if_exists=True)
-    except Exception as error:  # Optuna raises many storage error types; name the URL in one line
-        raise HarnessError(f"cannot open Optuna storage {storage}: {error}") from error
-    done = len(counted_trials(study))
-    if done < target:
-        # seeded from the protocol seed and the trials so far, so a resumed study does not repeat
-        # the first configurations of its random start-up phase
-        study.sampler = optuna.samplers.TPESampler(
-            seed=derive_seed(protocol.search.seed, "tpe", len(study.trials)),
-            n_startup_trials=min(10, max(1, target // 2)), multivariate=True)
-
-        bar = tqdm(total=(target - done) * len(split.folds), desc=f"search {loss_name}", unit="fold",
-                   disable=not progress)
-
-        def objective(trial: optuna.Trial) -> float:
-            params = losses.suggest(trial, loss_name)
-            scores = []
-            for f, fold in enumerate(split.folds):
-                try:
-                    result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params,
-                                        train_set=trainval.subset(fold.train),
-                                        val_set=trainval.subset(fold.val),
-                                        seed=derive_seed(protocol.search.seed, "search", f))
-                except LossNotFinite as error:
-                    trial.set_user_attr(FAIL_REASON, f"fold {f}: {error}")
-                    raise
-                scores.append(result.best_val_map_at_r)
-                trial.set_user_attr(f"fold{f}_val_map_at_r", result.best_val_map_at_r)
-                trial.set_user_attr(f"fold{f}_best_iteration", result.best_iteration)
-                bar.update()
-                bar.set_postfix(trial=trial.number, val_map_at_r=f"{result.best_val_map_at_r:.4f}")
-            return float(np.mean(scores))
-
+def _fold_scores(trial: optuna.Trial, trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str,
+                 bar: tqdm) -> float:
+    """The trial's value: mean best validation MAP@R over the folds (finished folds are kept)."""
+    params = losses.suggest(trial, loss_name)
+    scores = []
+    for f, fold in enumerate(split.folds):
+        key = f"fold{f}_val_map_at_r"
+        if key in trial.user_attrs:  # finished by an earlier attempt at this trial: same seed, same figure
+            scores.append(trial.user_attrs[key])
+            bar.update()
+            continue
         try:
-            study.optimize(objective, n_trials=target - done, catch=(LossNotFinite,))
+            result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params,
+                                train_set=trainval.subset(fold.train), val_set=trainval.subset(fold.val),
+                                seed=derive_seed(protocol.search.seed, "search", f))
+        except TrialFailed as error:
+            if isinstance(error, LossRaised):
+                log.error("trial %d, fold %d: %s", trial.number, f, error, exc_info=error.__cause__)
+            raise type(error)(f"fold {f}: {error}", error.error) from error.__cause__
+        scores.append(result.best_val_map_at_r)
+        trial.set_user_attr(key, result.best_val_map_at_r)
+        trial.set_user_attr(f"fold{f}_best_iteration", result.best_iteration)
+        bar.update()
+        bar.set_postfix(trial=trial.number, val_map_at_r=f"{result.best_val_map_at_r:.4f}")
+    return float(np.mean(scores))
+
+
+def _stop_if_every_trial_failed_alike(study: optuna.Study, loss_name: str, target: int) -> None:
+    """A loss whose every trial so far failed with one and the same error will not do better: stop."""
+    counted = counted_trials(study)
+    errors = {t.user_attrs.get(FAIL_ERROR) for t in counted}
+    if len(counted) >= min(2, target) and len(errors) == 1 and None not in errors:
+        raise HarnessError(f"loss {loss_name}: every trial so far ({len(counted)}) failed with the same error, "
+                           f"so the search stops: {errors.pop()}")
+
+
+def run_search(trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str, *, dataset: str,
+               storage: Storage | str, dataset_version: str | None = None, progress: bool = True,
+               poll_seconds: float = 5.0) -> SearchResult:
+    """Work on the study (with any other workers) until it holds the protocol's number of counted trials."""
+    storage = open_storage(storage) if isinstance(storage, str) else storage
+    target = search_target(protocol, loss_name)
+    name = study_name(dataset, protocol, loss_name)
+    identity = StudyIdentity(dataset, dataset_version, protocol, loss_name, losses.source_sha256(loss_name))
+    study = join_study(storage, name, identity, stage="search")
+    if len(counted_trials(study)) < target:
+        study.sampler = tpe_sampler(protocol, target=target, trials_so_far=len(study.trials),
+                                    worker_index=claim_worker_index(storage, study),
+                                    several_workers=storage.several_workers)
+        bar = tqdm(total=target * len(split.folds), desc=f"search {loss_name}", unit="fold", disable=not progress)
+        try:
+            while True:
+                trial = take_trial(storage, study, budget=target)
+                if trial is None:
+                    if len(counted_trials(study)) >= target:
+                        break
+                    wait(poll_seconds)  # the rest is running in other workers, and may come back
+                    continue
+                frozen = run_trial(storage, study, trial,
+                                   lambda t: _fold_scores(t, trainval, split, protocol, loss_name, bar))
+                if frozen.state == optuna.trial.TrialState.FAIL:
+                    log.warning("trial %d failed: %s", frozen.number, frozen.user_attrs.get(FAIL_REASON))
+                    _stop_if_every_trial_failed_alike(study, loss_name, target)
         finally:
             bar.close()
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return search_result(study)
+
+
+def search_result(study: optuna.Study) -> SearchResult:
+    """The best complete trial and a summary of every trial, read from the study alone."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        reasons = "; ".join(t.user_attrs.get(FAIL_REASON, "interrupted") for t in study.trials)
-        raise HarnessError(f"every trial of study {name} failed: {reasons}")
+        reasons = "; ".join(t.user_attrs.get(FAIL_REASON, "interrupted") for t in trials)
+        raise HarnessError(f"every trial of study {study.study_name} failed: {reasons}")
     best = max(complete, key=lambda t: t.value)
-    return SearchResult(name, dict(best.params), float(best.value), best.number,
-                        len(counted_trials(study)), [_trial_summary(t) for t in study.trials])
+    return SearchResult(study.study_name, dict(best.params), float(best.value), best.number,
+                        len(counted_trials(study)), [_trial_summary(t) for t in trials])

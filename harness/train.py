@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 
 import losses
 from harness.data import ImageSet
-from harness.errors import HarnessError, LossNotFinite
+from harness.errors import HarnessError, LossNotFinite, LossRaised
 from harness.metrics import retrieval_metrics
 from harness.model import EmbeddingNet
 from harness.protocol import OptimizerSettings, Protocol
@@ -76,6 +77,28 @@ def _optimizer(settings: OptimizerSettings, groups: list[dict]) -> torch.optim.O
     raise HarnessError(f"unknown optimizer '{settings.name}'")
 
 
+@contextmanager
+def _loss_code(loss_name: str, when: str) -> Iterator[None]:
+    """An exception from the loss's own code fails the trial with its type and message, not the study."""
+    try:
+        yield
+    except HarnessError:
+        raise
+    except Exception as error:
+        cause = f"{type(error).__name__}: {error}"
+        raise LossRaised(f"loss '{loss_name}' raised {cause} in {when}", cause) from error
+
+
+def _check_scalar(loss: object, loss_name: str) -> None:
+    """forward must return one number: anything else ends the run at once, naming what came back."""
+    if isinstance(loss, torch.Tensor) and loss.ndim == 0:
+        return
+    what = (f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor)
+            else f"a {type(loss).__name__}")
+    raise HarnessError(f"loss '{loss_name}' returned {what} from forward(embeddings, labels), but a loss must "
+                       "return a scalar tensor (reduce it, e.g. with .mean())")
+
+
 def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: ImageSet,
                val_set: ImageSet, seed: int, device: torch.device | None = None,
                on_validation: Callable[[int, float], None] | None = None) -> FoldResult:
@@ -90,8 +113,9 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
     train_classes, train_labels = torch.unique(train_set.labels, return_inverse=True)
     loss_params = dict(hparams)
     loss_lr = float(loss_params.pop(LOSS_LR_KEY, protocol.optimizer.loss_lr))
-    criterion = losses.build(loss_name, embedding_dim=protocol.model.embedding_size,
-                             num_classes=len(train_classes), **loss_params).to(device)
+    with _loss_code(loss_name, "building it"):
+        criterion = losses.build(loss_name, embedding_dim=protocol.model.embedding_size,
+                                 num_classes=len(train_classes), **loss_params).to(device)
     optimizer = _optimizer(protocol.optimizer, [
         {"params": [p for p in model.trunk.parameters() if p.requires_grad], "lr": protocol.optimizer.trunk_lr},
         {"params": list(model.embedder.parameters()), "lr": protocol.optimizer.embedder_lr},
@@ -108,12 +132,16 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
         model.train()
         index = sampler.next_batch()
         batch = train_batch(train_set, index.numpy(), protocol.images, augment_rng).to(device)
-        loss = criterion(model(batch), train_labels[index.to(device)])
+        embeddings = model(batch)
+        with _loss_code(loss_name, f"its forward at iteration {iteration}"):
+            loss = criterion(embeddings, train_labels[index.to(device)])
+        _check_scalar(loss, loss_name)
         if not torch.isfinite(loss):
             raise LossNotFinite(f"loss '{loss_name}' with {hparams} became {loss.item()} "
-                                f"at iteration {iteration}")
+                                f"at iteration {iteration}", f"became {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with _loss_code(loss_name, f"the backward pass at iteration {iteration}"):
+            loss.backward()
         optimizer.step()
         if iteration % budget.validation_interval and iteration != budget.max_iterations:
             continue

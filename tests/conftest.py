@@ -8,6 +8,9 @@ import pytest
 
 from harness.protocol import load_protocol
 
+# tests/ is on sys.path (rootdir-relative imports): the real PostgreSQL server fixtures, see postgres_server.py
+pytest_plugins = ["postgres_server"]
+
 TINY_PROTOCOL = Path(__file__).parent / "tiny.toml"
 
 

@@ -124,15 +124,18 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path, tiny_protocol, da
         _search(tmp_path, protocol, data_root, storage)
     study = optuna.load_study(study_name=harness.search.study_name("glyphs", protocol, "batch_hard"),
                               storage=storage)
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "WAITING"]  # queued again
     assert len(counted_trials(study)) == 1
 
     calls.clear()
     monkeypatch.setattr(harness.search, "train_fold", lambda **kw: (calls.append(kw), real_train_fold(**kw))[1])
     result = _search(tmp_path, protocol, data_root, storage)
     assert result.trials_counted == 3
-    assert len(calls) == 2 * 4  # only the two missing trials were trained, not all three
+    # the interrupted trial came back with its parameters and its finished first fold: 3 + 4 folds trained
+    assert len(calls) == 3 + 4
     assert [t["state"] for t in result.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert result.trials[2]["params"] == result.trials[1]["params"]
+    assert result.trials[2]["fold0_val_map_at_r"] == result.trials[1]["fold0_val_map_at_r"]
 
     calls.clear()
     again = _search(tmp_path, protocol, data_root, storage)  # complete: nothing more to do

@@ -1,0 +1,75 @@
+"""Taking work from a study, one trial at a time, so any number of workers share it exactly.
+
+A worker takes a trial under the storage's lock: a queued one first (a unit of the test stage, or a
+trial queued again after its worker died), otherwise a new one only while the running and counted
+trials are fewer than the budget. So the protocol's trial count is never exceeded, whatever the
+number of processes. The trial then runs with a heartbeat; if it is interrupted (Ctrl-C, SIGTERM from a
+scheduler) it is failed and queued again with its parameters and the folds it had finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.errors import TrialFailed
+from harness.studies.storage import Storage, retry_callback, worker_identity
+
+__all__ = ["FAIL_REASON", "FAIL_ERROR", "WORKER", "counts", "take_trial", "run_trial", "wait"]
+
+FAIL_REASON = "fail_reason"  # user attribute of a trial that failed for a reason of its own: it used its budget
+FAIL_ERROR = "fail_error"  # the exception type and message alone, to tell one repeated error from many
+WORKER = "worker"  # user attribute: host and pid of the process running the trial
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """A trial that used up budget: complete, or failed for a reason of its own (a NaN loss, a loss
+    that raised). One failed by an interruption or a dead worker is queued again instead."""
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs)
+
+
+def take_trial(storage: Storage, study: optuna.Study, *, budget: int | None) -> optuna.Trial | None:
+    """The next trial this worker should run, or None when there is none to take now.
+
+    `budget=None` takes only queued trials (the test stage's units); otherwise a new trial is asked
+    while running plus counted trials are fewer than `budget`.
+    """
+    with storage.lock(study.study_name):
+        storage.recover_dead_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        if not any(t.state == TrialState.WAITING for t in trials):
+            if budget is None or sum(t.state == TrialState.RUNNING or counts(t) for t in trials) >= budget:
+                return None
+        trial = study.ask()
+        me = worker_identity()
+        trial.set_user_attr(WORKER, me)
+        return trial
+
+
+def run_trial(storage: Storage, study: optuna.Study, trial: optuna.Trial,
+              work: Callable[[optuna.Trial], float]) -> FrozenTrial:
+    """Run `work(trial)` with a heartbeat and tell the study how it ended.
+
+    A TrialFailed (a NaN loss, a loss that raised) fails the trial with its reason stored; anything
+    else (Ctrl-C, SIGTERM, a bug) fails it, queues it again for another worker, and propagates.
+    """
+    try:
+        with storage.heartbeat(trial._trial_id):
+            value = work(trial)
+    except TrialFailed as error:
+        trial.set_user_attr(FAIL_REASON, str(error))
+        trial.set_user_attr(FAIL_ERROR, error.error)
+        return study.tell(trial, state=TrialState.FAIL)
+    except BaseException:
+        frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        retry_callback()(study, frozen)
+        raise
+    return study.tell(trial, value)
+
+
+def wait(seconds: float) -> None:
+    """Nothing to take while other workers run: look again later (their work may come back)."""
+    time.sleep(seconds)
