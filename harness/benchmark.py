@@ -19,7 +19,7 @@ import losses
 from harness.backbones import check_backbone_name, weight_metadata
 from harness.data import EMBEDDED, ImageSet, check_dataset_name, dataset_label, load_dataset
 from harness.errors import HarnessError
-from harness.evaluate import collect_test, queue_units, run_test_units, test_study_name, unit_progress, units_dir
+from harness.evaluate import collect_test, queue_units, run_test_units, unit_progress, units_dir, units_study_name
 from harness.leaderboard import BASELINE, write_leaderboards
 from harness.protocol import Protocol
 from harness.records import environment, new_run_id, newest_complete_runs, save_record
@@ -138,7 +138,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
     store = open_storage(storage or default_storage(results_dir), heartbeat_seconds=heartbeat_seconds)
     baseline = loss_name == BASELINE
     name = None if baseline else study_name(dataset, protocol, loss_name)
-    with store.sole_worker(name or test_study_name(dataset, protocol, None, None)):
+    with store.sole_worker(name or units_study_name(dataset, protocol, None, None)):
         if baseline:
             search_record, search_study = {"study": None, "storage": None, "trials_counted": 0, "best_params": {},
                                            "best_value": None, "best_trial": None, "trials": []}, None
@@ -149,7 +149,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
         else:
             search_record, search_study = _finished_search(store, name, protocol, loss_name, split), name
         study_identity = StudyIdentity(dataset, data.version, protocol, loss_name, identity.get("source_sha256"))
-        test_name = test_study_name(dataset, protocol, loss_name, search_study)
+        test_name = units_study_name(dataset, protocol, loss_name, search_study)
         test_study = join_study(store, test_name, study_identity, stage="test")
         queue_units(store, test_study, protocol, split, search_record["best_params"])
         directory = units_dir(results_dir, test_name)

@@ -33,7 +33,7 @@ from harness.studies.queue import FAIL_REASON, run_trial, take_trial, wait
 from harness.studies.storage import Storage
 from harness.train import build_model, embed, train_fold
 
-__all__ = ["METRICS", "MODES", "test_study_name", "units_dir", "queue_units", "run_test_units", "unit_progress",
+__all__ = ["METRICS", "MODES", "units_study_name", "units_dir", "queue_units", "run_test_units", "unit_progress",
            "collect_test", "summarize"]
 
 METRICS = ("precision_at_1", "r_precision", "map_at_r")
@@ -51,7 +51,7 @@ def _scores(embeddings: np.ndarray, test: ImageSet) -> dict[str, float]:
     return {m: result[m] for m in METRICS}
 
 
-def test_study_name(dataset: str, protocol: Protocol, loss_name: str | None, search_study: str | None) -> str:
+def units_study_name(dataset: str, protocol: Protocol, loss_name: str | None, search_study: str | None) -> str:
     """The test stage's units live in a study of their own beside the search's."""
     return f"{search_study or f'{dataset}__{protocol.name}-{protocol.short_hash}__none'}__test"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
+from harness.studies.storage import redact
 
 __all__ = ["write_json_atomic", "environment", "new_run_id", "save_record",
            "load_records", "newest_complete_runs", "REPO_ROOT"]
@@ -72,7 +73,7 @@ def environment() -> dict:
         "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
         "packages": versions,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": redact(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),  # a storage URL's password: ***
     }
 
 

@@ -44,8 +44,8 @@ def take_trial(storage: Storage, study: optuna.Study, *, budget: int | None) -> 
             if budget is None or sum(t.state == TrialState.RUNNING or counts(t) for t in trials) >= budget:
                 return None
         trial = study.ask()
-        me = worker_identity()
-        trial.set_user_attr(WORKER, me)
+        trial.set_user_attr(WORKER, worker_identity())
+        storage.first_beat(trial._trial_id)  # a worker killed from here on leaves a trial that goes stale
         return trial
 
 

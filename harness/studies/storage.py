@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,6 +161,10 @@ class Storage:
                 dead.append(trial.number)
         return dead
 
+    def first_beat(self, trial_id: int) -> None:
+        if self.kind == "rdb" and self.heartbeat_seconds:
+            self.optuna_storage.record_heartbeat(trial_id)
+
     @contextmanager
     def heartbeat(self, trial_id: int) -> Iterator[None]:
         """Record the running trial's heartbeat in the background (RDB storages; a no-op elsewhere)."""
@@ -198,6 +203,11 @@ def _file_lock(path: Path, *, blocking: bool) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _lock_file(path: Path) -> Path:
+    """The harness's lock beside a study file (not `<file>.lock`: Optuna's journal lock is that file)."""
+    return path.with_name(path.name + ".harness-lock")
+
+
 def _rdb_error(url: str, error: Exception) -> HarnessError:
     """One line naming host, database and user (never the password) and the server's reason."""
     from sqlalchemy.engine import make_url
@@ -219,8 +229,7 @@ def open_storage(url: str, *, heartbeat_seconds: int = 60) -> Storage:
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(
             str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
-        return Storage(url, "journal", optuna.storages.JournalStorage(backend), lock_path=path.with_name(
-            path.name + ".lock"))
+        return Storage(url, "journal", optuna.storages.JournalStorage(backend), lock_path=_lock_file(path))
     if url.startswith("sqlite:"):
         match = re.match(r"sqlite:///(.+)", url)
         if not match or match[1].startswith(":memory:"):
@@ -231,7 +240,7 @@ def open_storage(url: str, *, heartbeat_seconds: int = 60) -> Storage:
             storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
         except Exception as error:
             raise HarnessError(f"cannot open the study file {path}: {error}") from None
-        return Storage(url, "sqlite", storage, lock_path=path.with_name(path.name + ".lock"))
+        return Storage(url, "sqlite", storage, lock_path=_lock_file(path))
     if "://" not in url:
         raise HarnessError(f"storage {redact(url)} is not a URL: use sqlite:///path/studies.db (one worker), "
                            "journal:path/studies.journal (several on one machine) or postgresql://USER@HOST/DATABASE")
@@ -242,13 +251,21 @@ def open_storage(url: str, *, heartbeat_seconds: int = 60) -> Storage:
     engine_kwargs = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat,
-                                                 **{callback_argument: retry_callback()})
-    except ImportError as error:
-        raise HarnessError(f"storage {redact(url)}: its database driver is not installed ({error})") from None
-    except Exception as error:  # SQLAlchemy and the driver raise many types; the reason is in the message
-        raise _rdb_error(url, error) from None
-    return Storage(url, "rdb", storage, heartbeat_seconds=heartbeat_seconds)
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(4):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat,
+                                                     **{callback_argument: retry_callback()})
+            return Storage(url, "rdb", storage, heartbeat_seconds=heartbeat_seconds)
+        except ImportError as error:
+            raise HarnessError(f"storage {redact(url)}: its database driver is not installed ({error})") from None
+        except OperationalError as error:  # unreachable, refused credentials, no such database
+            raise _rdb_error(url, error) from None
+        except Exception as error:  # workers starting at once race to create Optuna's tables: try again
+            if attempt == 3:
+                raise _rdb_error(url, error) from None
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
