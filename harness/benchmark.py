@@ -40,7 +40,7 @@ def default_storage(results_dir: Path) -> str:
 
 def check_loss_name(loss_name: str) -> None:
     if loss_name != BASELINE:
-        losses.info(loss_name)  # raises HarnessError listing the known losses
+        losses.info(loss_name)  # raises LossError listing the known losses
 
 
 def check_inputs(loss_name: str, dataset: str, protocol: Protocol) -> None:

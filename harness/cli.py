@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.studies.storage import redact
+from losses.errors import LossError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
         elif args.command == "losses":
             _losses(args.names)
-    except HarnessError as error:
+    except (HarnessError, LossError) as error:
         print(f"harness: error: {redact(str(error))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

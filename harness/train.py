@@ -82,7 +82,7 @@ def _loss_code(loss_name: str, when: str) -> Iterator[None]:
     """An exception from the loss's own code fails the trial with its type and message, not the study."""
     try:
         yield
-    except HarnessError:
+    except (HarnessError, losses.LossError):  # the harness's own checks, or hyperparameters the loss refuses
         raise
     except Exception as error:
         cause = f"{type(error).__name__}: {error}"

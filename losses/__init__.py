@@ -12,6 +12,7 @@ A new loss module registers its classes with `register_loss` and is imported bel
 
 from __future__ import annotations
 
+from losses.errors import LossError
 from losses.registry import (
     HARNESS_KEYS,
     RESERVED_NAMES,
@@ -29,6 +30,7 @@ from losses.registry import (
 
 __all__ = [
     "HARNESS_KEYS",
+    "LossError",
     "RESERVED_NAMES",
     "LossInfo",
     "available",

@@ -19,7 +19,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from harness.errors import HarnessError
+from losses.errors import LossError
 from losses.registry import LossInfo
 
 __all__ = ["ENTRY_POINT_GROUP", "entry_point_names", "resolve_external"]
@@ -36,24 +36,24 @@ def resolve_external(spec: object) -> LossInfo:
     from losses.registry import available
 
     if not isinstance(spec, str) or not spec:
-        raise HarnessError(f"unknown loss {spec!r}; known losses: " + ", ".join(available()))
+        raise LossError(f"unknown loss {spec!r}; known losses: " + ", ".join(available()))
     if ":" in spec:
         return dataclasses.replace(_declared(_load_class(spec), spec), name=spec)
     matches = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
     if not matches:
-        raise HarnessError(f"unknown loss {spec!r}; known losses: " + ", ".join(available())
+        raise LossError(f"unknown loss {spec!r}; known losses: " + ", ".join(available())
                            + " (or give an import path such as my_pkg.my_module:MyLoss or path/to/file.py:MyLoss)")
     try:
         cls = matches[0].load()
     except Exception as error:  # a broken plug-in package: name it, whatever it raised
-        raise HarnessError(f"loss '{spec}': cannot load entry point {matches[0].value}: {error}") from error
+        raise LossError(f"loss '{spec}': cannot load entry point {matches[0].value}: {error}") from error
     return dataclasses.replace(_declared(cls, spec), name=spec)
 
 
 def _declared(cls: object, spec: str) -> LossInfo:
     info = getattr(cls, "__loss_info__", None)
     if not isinstance(info, LossInfo):
-        raise HarnessError(f"loss '{spec}': {cls!r} declares no search space; decorate the class with "
+        raise LossError(f"loss '{spec}': {cls!r} declares no search space; decorate the class with "
                            "@losses.declare_loss(space=..., defaults=..., description=..., paper=...)")
     return info
 
@@ -63,18 +63,18 @@ def _load_class(spec: str) -> type:
     """Import `module:Class` or `file.py:Class` once per process (a cached import keeps one class object)."""
     target, _, class_name = spec.rpartition(":")
     if not target or not class_name:
-        raise HarnessError(f"loss '{spec}': expected module:Class or path/to/file.py:Class")
+        raise LossError(f"loss '{spec}': expected module:Class or path/to/file.py:Class")
     if target.endswith(".py"):
         module = _import_file(Path(target), spec)
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as error:
-            raise HarnessError(f"loss '{spec}': cannot import module '{target}': {error}") from error
+            raise LossError(f"loss '{spec}': cannot import module '{target}': {error}") from error
     cls = getattr(module, class_name, None)
     if cls is None:
         found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and hasattr(v, "__loss_info__"))
-        raise HarnessError(f"loss '{spec}': module '{target}' has no class {class_name}; declared losses there: "
+        raise LossError(f"loss '{spec}': module '{target}' has no class {class_name}; declared losses there: "
                            + (", ".join(found) or "none"))
     return cls
 
@@ -82,7 +82,7 @@ def _load_class(spec: str) -> type:
 def _import_file(path: Path, spec: str):
     path = path.resolve()
     if not path.is_file():
-        raise HarnessError(f"loss '{spec}': file not found: {path}")
+        raise LossError(f"loss '{spec}': file not found: {path}")
     # a name unique to the file's location, so two files called losses.py never collide
     name = f"dml_harness_plugin_{hashlib.sha256(str(path).encode()).hexdigest()[:10]}_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)
@@ -90,9 +90,9 @@ def _import_file(path: Path, spec: str):
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
-    except HarnessError:
+    except LossError:
         raise
     except Exception as error:  # the user's file failed to run: name it and what it raised
         del sys.modules[name]
-        raise HarnessError(f"loss '{spec}': {path} failed to import: {type(error).__name__}: {error}") from error
+        raise LossError(f"loss '{spec}': {path} failed to import: {type(error).__name__}: {error}") from error
     return module

@@ -25,7 +25,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from harness.errors import HarnessError
+from losses.errors import LossError
 
 __all__ = [
     "HARNESS_KEYS",
@@ -93,28 +93,28 @@ def _check_value(loss: str, key: str, value: object, dist: BaseDistribution) -> 
     where = f"loss '{loss}': hyperparameter {key}={value!r}"
     if isinstance(dist, CategoricalDistribution):
         if value not in dist.choices:
-            raise HarnessError(f"{where} is not accepted; expected {describe(dist)}")
+            raise LossError(f"{where} is not accepted; expected {describe(dist)}")
         return value
     if isinstance(dist, IntDistribution):
         # bool is an int subclass, but True as a number of anything is a caller's mistake
         if isinstance(value, bool) or not isinstance(value, int):
-            raise HarnessError(f"{where} is not an integer; expected an integer in {describe(dist)}")
+            raise LossError(f"{where} is not an integer; expected an integer in {describe(dist)}")
         if not dist.low <= value <= dist.high or (value - dist.low) % dist.step:
-            raise HarnessError(f"{where} is out of range; expected {describe(dist)}")
+            raise LossError(f"{where} is out of range; expected {describe(dist)}")
         return value
     if isinstance(dist, FloatDistribution):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise HarnessError(f"{where} is not a number; expected a float in {describe(dist)}")
+            raise LossError(f"{where} is not a number; expected a float in {describe(dist)}")
         value = float(value)
         # written so that NaN fails the check too
         if not dist.low <= value <= dist.high:
-            raise HarnessError(f"{where} is out of range; expected {describe(dist)}")
+            raise LossError(f"{where} is out of range; expected {describe(dist)}")
         if dist.step is not None:
             steps = (value - dist.low) / dist.step
             if not math.isclose(steps, round(steps), abs_tol=1e-8):
-                raise HarnessError(f"{where} is out of range; expected {describe(dist)}")
+                raise LossError(f"{where} is out of range; expected {describe(dist)}")
         return value
-    raise HarnessError(f"loss '{loss}': hyperparameter {key} has an unsupported distribution "
+    raise LossError(f"loss '{loss}': hyperparameter {key} has an unsupported distribution "
                        f"{type(dist).__name__}; expected Float-, Int- or CategoricalDistribution")
 
 
@@ -127,33 +127,33 @@ def _checked_info(name: str, cls: type, space: Mapping[str, BaseDistribution], d
                   description: str, paper: str) -> LossInfo:
     """Checked here rather than at build time, so a mistake in a loss module fails on import."""
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        raise HarnessError(f"loss '{name}': {cls!r} is not accepted; expected a torch.nn.Module subclass")
+        raise LossError(f"loss '{name}': {cls!r} is not accepted; expected a torch.nn.Module subclass")
     if not description.strip() or "\n" in description.strip():
-        raise HarnessError(f"loss '{name}': description {description!r} is not accepted; "
+        raise LossError(f"loss '{name}': description {description!r} is not accepted; "
                            "expected one line")
     if not paper.strip():
-        raise HarnessError(f"loss '{name}': paper is empty; expected a citation")
+        raise LossError(f"loss '{name}': paper is empty; expected a citation")
 
     params = _constructor_params(cls)
     for key, dist in space.items():
         if not isinstance(dist, FloatDistribution | IntDistribution | CategoricalDistribution):
-            raise HarnessError(f"loss '{name}': space[{key!r}]={dist!r} is not accepted; expected "
+            raise LossError(f"loss '{name}': space[{key!r}]={dist!r} is not accepted; expected "
                                "an optuna Float-, Int- or CategoricalDistribution")
     for key in set(space) | set(defaults):
         if key in _CONTEXT_KEYS:
-            raise HarnessError(f"loss '{name}': {key} is passed by build, not a hyperparameter; "
+            raise LossError(f"loss '{name}': {key} is passed by build, not a hyperparameter; "
                                "remove it from space and defaults")
         if key not in params and key not in HARNESS_KEYS:
-            raise HarnessError(f"loss '{name}': hyperparameter {key} is not an argument of "
+            raise LossError(f"loss '{name}': hyperparameter {key} is not an argument of "
                                f"{cls.__qualname__}; accepted: " + ", ".join(sorted(params)))
     missing_defaults = sorted(set(space) - set(defaults) - HARNESS_KEYS)
     if missing_defaults:
-        raise HarnessError(f"loss '{name}': searched hyperparameters without a default: "
+        raise LossError(f"loss '{name}': searched hyperparameters without a default: "
                            + ", ".join(missing_defaults))
     required = sorted(k for k, p in params.items()
                       if p.default is p.empty and k not in defaults and k not in _CONTEXT_KEYS)
     if required:
-        raise HarnessError(f"loss '{name}': constructor arguments without a default: "
+        raise LossError(f"loss '{name}': constructor arguments without a default: "
                            + ", ".join(required) + "; give them in defaults")
     checked = dict(defaults)
     for key, value in defaults.items():
@@ -192,12 +192,12 @@ def register_loss(name: str, *, space: Mapping[str, BaseDistribution], defaults:
 
     def decorator(cls: ModuleT) -> ModuleT:
         if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
-            raise HarnessError(f"loss name {name!r} is not accepted; expected a lower-case identifier")
+            raise LossError(f"loss name {name!r} is not accepted; expected a lower-case identifier")
         if name in RESERVED_NAMES:
-            raise HarnessError(f"loss name '{name}' is reserved; choose a name other than "
+            raise LossError(f"loss name '{name}' is reserved; choose a name other than "
                                + ", ".join(sorted(RESERVED_NAMES)))
         if name in _REGISTRY:
-            raise HarnessError(f"loss name '{name}' is already registered by "
+            raise LossError(f"loss name '{name}' is already registered by "
                                f"{_REGISTRY[name].cls.__module__}.{_REGISTRY[name].cls.__qualname__}")
         _REGISTRY[name] = _checked_info(name, cls, space, defaults, description, paper)
         return cls
@@ -241,14 +241,14 @@ def build(name: str, *, embedding_dim: int, num_classes: int, **hparams: object)
     record = info(name)
     for key, value in (("embedding_dim", embedding_dim), ("num_classes", num_classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise HarnessError(f"build('{name}'): {key}={value!r} is not accepted; "
+            raise LossError(f"build('{name}'): {key}={value!r} is not accepted; "
                                "expected a positive integer")
     unknown = sorted(set(hparams) - set(record.accepted))
     if unknown and not record.accepted:
-        raise HarnessError(f"loss '{name}' has no hyperparameter {unknown[0]}; it takes no hyperparameters")
+        raise LossError(f"loss '{name}' has no hyperparameter {unknown[0]}; it takes no hyperparameters")
     if unknown:
         accepted = ", ".join(record.accepted)
-        raise HarnessError(f"loss '{name}' has no hyperparameter {unknown[0]}; accepted: {accepted}")
+        raise LossError(f"loss '{name}' has no hyperparameter {unknown[0]}; accepted: {accepted}")
     values = {**record.defaults, **hparams}
     for key in list(values):
         if key in record.space:
@@ -273,6 +273,6 @@ def suggest(trial: optuna.Trial, name: str) -> dict[str, object]:
         elif isinstance(dist, CategoricalDistribution):
             chosen[key] = trial.suggest_categorical(key, dist.choices)
         else:  # unreachable for registered losses; kept so a new distribution type fails loudly
-            raise HarnessError(f"loss '{name}': hyperparameter {key} has an unsupported distribution "
+            raise LossError(f"loss '{name}': hyperparameter {key} has an unsupported distribution "
                                f"{type(dist).__name__}; expected Float-, Int- or CategoricalDistribution")
     return chosen

@@ -19,7 +19,7 @@ from optuna.distributions import (
 import losses
 import losses.registry
 from benchmarks.st_equivalents import st_equivalents
-from harness.errors import HarnessError
+from losses import LossError
 
 LOSSES = losses.available()
 TRIPLET_LOSSES = ["batch_all", "batch_hard", "batch_hard_soft_margin", "batch_semi_hard"]
@@ -92,7 +92,7 @@ def test_duplicate_embeddings_give_finite_gradient(name: str) -> None:
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_unknown_keyword_rejected(name: str) -> None:
-    with pytest.raises(HarnessError, match="no hyperparameter margni"):
+    with pytest.raises(LossError, match="no hyperparameter margni"):
         build(name, margni=0.3)
 
 
@@ -114,12 +114,12 @@ def test_out_of_range_value_rejected(name: str, key: str) -> None:
         below = dist.low / 2 if dist.low > 0 else dist.low - 0.5
         above = dist.high * 2 if dist.high > 0 else dist.high + 0.5
     for value in (below, above):
-        with pytest.raises(HarnessError, match=rf"{key}={value!r} is out of range; expected \["):
+        with pytest.raises(LossError, match=rf"{key}={value!r} is out of range; expected \["):
             build(name, **{key: value})
     if isinstance(dist, FloatDistribution):
-        with pytest.raises(HarnessError, match="out of range"):
+        with pytest.raises(LossError, match="out of range"):
             build(name, **{key: math.nan})
-        with pytest.raises(HarnessError, match="not a number"):
+        with pytest.raises(LossError, match="not a number"):
             build(name, **{key: "0.5"})
 
 
@@ -324,7 +324,7 @@ def register_proxy_like(name: str = "proxy_like") -> None:
 
 def test_unknown_name_lists_the_known_ones() -> None:
     for call in (losses.info, losses.search_space, lambda n: losses.build(n, embedding_dim=2, num_classes=2)):
-        with pytest.raises(HarnessError) as error:
+        with pytest.raises(LossError) as error:
             call("x")
         assert str(error.value).startswith("unknown loss 'x'; known losses: " + ", ".join(LOSSES))
 
@@ -385,26 +385,26 @@ def test_build_passes_context_and_drops_harness_keys(scratch_registry: None) -> 
     register_proxy_like()
     module = losses.build("proxy_like", embedding_dim=7, num_classes=3, kind="b", loss_lr=1e-3)
     assert module.proxies.shape == (3, 7) and module.scale == 16 and module.kind == "b"
-    with pytest.raises(HarnessError, match=r"kind='c' is not accepted; expected one of 'a', 'b'"):
+    with pytest.raises(LossError, match=r"kind='c' is not accepted; expected one of 'a', 'b'"):
         losses.build("proxy_like", embedding_dim=7, num_classes=3, kind="c")
-    with pytest.raises(HarnessError, match=r"scale=8.5 is not an integer"):
+    with pytest.raises(LossError, match=r"scale=8.5 is not an integer"):
         losses.build("proxy_like", embedding_dim=7, num_classes=3, scale=8.5)
-    with pytest.raises(HarnessError, match=r"loss_lr=1.0 is out of range"):
+    with pytest.raises(LossError, match=r"loss_lr=1.0 is out of range"):
         losses.build("proxy_like", embedding_dim=7, num_classes=3, loss_lr=1.0)
-    with pytest.raises(HarnessError, match=r"num_classes=0 is not accepted"):
+    with pytest.raises(LossError, match=r"num_classes=0 is not accepted"):
         losses.build("proxy_like", embedding_dim=7, num_classes=0)
-    with pytest.raises(HarnessError, match="accepted: kind, loss_lr, scale"):
+    with pytest.raises(LossError, match="accepted: kind, loss_lr, scale"):
         losses.build("proxy_like", embedding_dim=7, num_classes=3, embedding_size=7)
 
 
 def test_registering_none_fails(scratch_registry: None) -> None:
-    with pytest.raises(HarnessError, match="'none' is reserved"):
+    with pytest.raises(LossError, match="'none' is reserved"):
         register_proxy_like("none")
     assert "none" not in losses.available()
 
 
 def test_registering_a_duplicate_fails(scratch_registry: None) -> None:
-    with pytest.raises(HarnessError, match="'batch_hard' is already registered"):
+    with pytest.raises(LossError, match="'batch_hard' is already registered"):
         register_proxy_like("batch_hard")
     assert losses.info("batch_hard").cls.__name__ == "BatchHardTripletLoss"
 
@@ -415,16 +415,16 @@ def test_registration_checks(scratch_registry: None) -> None:
                      "description": "d", "paper": "p", **overrides}
         losses.register_loss("checked", **arguments)(ProxyLike)  # type: ignore[arg-type]
 
-    with pytest.raises(HarnessError, match=r"scale=100 is out of range; expected \[1, 64\]"):
+    with pytest.raises(LossError, match=r"scale=100 is out of range; expected \[1, 64\]"):
         register(defaults={"scale": 100})
-    with pytest.raises(HarnessError, match="without a default: kind"):
+    with pytest.raises(LossError, match="without a default: kind"):
         register(defaults={"scale": 16}, space={"kind": CategoricalDistribution(["a"])})
-    with pytest.raises(HarnessError, match="temperature is not an argument"):
+    with pytest.raises(LossError, match="temperature is not an argument"):
         register(defaults={"temperature": 1.0})
-    with pytest.raises(HarnessError, match="num_classes is passed by build"):
+    with pytest.raises(LossError, match="num_classes is passed by build"):
         register(space={"num_classes": IntDistribution(1, 4)}, defaults={"num_classes": 2})
-    with pytest.raises(HarnessError, match="expected one line"):
+    with pytest.raises(LossError, match="expected one line"):
         register(description="two\nlines")
-    with pytest.raises(HarnessError, match="expected an optuna"):
+    with pytest.raises(LossError, match="expected an optuna"):
         register(space={"scale": (1, 64)})
     assert "checked" not in losses.available()

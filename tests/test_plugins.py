@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import losses
-from harness.errors import HarnessError
+from losses import LossError
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "my_loss.py"
@@ -50,9 +50,9 @@ def test_file_path_loss_builds_and_declares_its_space(monkeypatch):
     assert torch.isfinite(value) and embeddings.grad.abs().sum() > 0
     assert losses.source_sha256(SPEC) == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
     # the same checks as the zoo
-    with pytest.raises(HarnessError, match="no hyperparameter margin; accepted: neg_margin"):
+    with pytest.raises(LossError, match="no hyperparameter margin; accepted: neg_margin"):
         losses.build(SPEC, embedding_dim=8, num_classes=4, margin=0.1)
-    with pytest.raises(HarnessError, match=r"neg_margin=5.0 is out of range; expected \[-0.5, 0.9\]"):
+    with pytest.raises(LossError, match=r"neg_margin=5.0 is out of range; expected \[-0.5, 0.9\]"):
         losses.build(SPEC, embedding_dim=8, num_classes=4, neg_margin=5.0)
 
 
@@ -89,7 +89,7 @@ def test_bad_plugin_specs_are_clear_errors(tmp_path, monkeypatch):
         "nosuchloss": "unknown loss 'nosuchloss'; known losses: .*batch_hard.*import path",
     }
     for spec, message in cases.items():
-        with pytest.raises(HarnessError, match=message):
+        with pytest.raises(LossError, match=message):
             losses.info(spec)
 
 

@@ -216,10 +216,14 @@ def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, gl
     first.wait()
     before = optuna.load_study(study_name=test_name, storage=storage).get_trials(states=(TrialState.COMPLETE,))
     assert 3 <= len(before) < 12 and not _records(interrupted_dir)
+    record_command = ["record" if part == "benchmark" else part for part in command]
+    unfinished = _run(record_command, interrupted_dir)  # trains nothing, so it cannot write the record yet
+    assert unfinished.returncode == 2 and "of 12 test units of batch_hard are done" in _one_line(unfinished.stderr)
 
     done = _run(command, interrupted_dir)
     assert done.returncode == 0, done.stderr
     (resumed,) = _records(interrupted_dir)
+    assert _run(record_command, interrupted_dir).returncode == 0 and len(_records(interrupted_dir)) == 1
     assert resumed["test"] == reference["test"]  # every figure, per fold and concatenated
     assert resumed["search"]["trials"] == [{**t, "worker": r["worker"]} for t, r in
                                            zip(reference["search"]["trials"], resumed["search"]["trials"],
@@ -356,27 +360,27 @@ def test_a_results_folder_it_cannot_write_is_one_line_and_the_tables_stay(tmp_pa
     results, reports = tmp_path / "results", tmp_path / "reports"
     before = {p: p.read_bytes() for p in [*(results / "leaderboard").glob("*"), *reports.glob("*")]}
     target = results / "runs" if fault == "read-only" else results / "leaderboard"
-    if fault == "read-only":
-        _mount("--bind", str(target), str(target))
-        _mount("-o", "remount,bind,ro", str(target))
-    else:  # a 256 KiB file system holding the old tables, filled to the last byte
-        saved = {p.name: p.read_bytes() for p in target.iterdir()}
-        _mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(target))
-        for file_name, content in saved.items():
-            (target / file_name).write_bytes(content)
-        try:
-            with open(target / "filler", "wb") as handle:
-                while True:
-                    handle.write(b"\0" * 1024)
-                    handle.flush()
-        except OSError:  # full
-            pass
+    saved = {p.name: p.read_bytes() for p in target.iterdir()}
     try:
+        if fault == "read-only":
+            _mount("--bind", str(target), str(target))
+            _mount("-o", "remount,bind,ro", str(target))
+        else:  # a 256 KiB file system holding the old tables, filled to the last byte
+            _mount("-t", "tmpfs", "-o", "size=256k", "tmpfs", str(target))
+            for file_name, content in saved.items():
+                (target / file_name).write_bytes(content)
+            try:
+                with open(target / "filler", "wb") as handle:
+                    while True:
+                        handle.write(b"\0" * 1024)
+                        handle.flush()
+            except OSError:  # full
+                pass
         done = _run(_command("benchmark", "none", tmp_path, glyphs_root, "--storage", storage, "--reps", "1"),
                     tmp_path)
         after = {p: p.read_bytes() for p in before}
     finally:
-        subprocess.run(["umount", str(target)], check=True)
+        subprocess.run(["umount", str(target)], capture_output=True)  # a mount that failed leaves nothing to undo
     assert done.returncode == 2
     line = _one_line(done.stderr)
     reason = "Read-only file system" if fault == "read-only" else "No space left on device"
