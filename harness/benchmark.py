@@ -117,7 +117,7 @@ def completed_run(results_dir: Path, *, loss_name: str, dataset: str, protocol: 
 
 def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,
                   storage: str | None = None, data_root: Path | None = None, progress: bool = True,
-                  take_work: bool = True, heartbeat_seconds: int = 60, poll_seconds: float = 5.0) -> dict:
+                  take_work: bool = True, heartbeat_seconds: int = 60, poll_seconds: float | None = None) -> dict:
     """Run the whole protocol for one loss (or the untrained baseline) and return its record.
 
     This process is one worker of the study: any other process running the same command (`harness

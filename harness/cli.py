@@ -128,8 +128,7 @@ def _benchmark(args: argparse.Namespace) -> None:
     record = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
                            results_dir=args.results, reports_dir=args.reports, storage=args.storage,
                            data_root=args.data_root, progress=not args.no_progress,
-                           take_work=args.command != "record", heartbeat_seconds=args.heartbeat,
-                           poll_seconds=min(5.0, args.heartbeat))
+                           take_work=args.command != "record", heartbeat_seconds=args.heartbeat)
     if args.command == "worker":
         print(f"{args.loss}: nothing left to do in this study; record: "
               f"{args.results / 'runs' / record['run_id'] / 'record.json'}")

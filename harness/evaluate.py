@@ -101,7 +101,7 @@ def _run_unit(trial: optuna.Trial, trainval: ImageSet, test: ImageSet, split: Sp
 
 def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str | None,
                    params: dict, *, storage: Storage, study: optuna.Study, directory: Path, progress: bool = True,
-                   poll_seconds: float = 5.0) -> None:
+                   poll_seconds: float | None = None) -> None:
     """Take test units (with any other workers) until every one is complete. `loss_name=None` scores
     untrained networks."""
     total = protocol.search.reproductions * len(split.folds)
@@ -113,7 +113,7 @@ def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: P
             if trial is None:
                 if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= total:
                     return
-                wait(poll_seconds)  # the rest is running in other workers, and may come back
+                wait(poll_seconds or storage.poll_seconds)  # the rest runs in other workers and may come back
                 continue
             frozen = run_trial(storage, study, trial, lambda t: _run_unit(t, trainval, test, split, protocol,
                                                                           loss_name, params, directory))

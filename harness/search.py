@@ -106,7 +106,7 @@ def _stop_if_every_trial_failed_alike(study: optuna.Study, loss_name: str, targe
 
 def run_search(trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str, *, dataset: str,
                storage: Storage | str, dataset_version: str | None = None, progress: bool = True,
-               poll_seconds: float = 5.0) -> SearchResult:
+               poll_seconds: float | None = None) -> SearchResult:
     """Work on the study (with any other workers) until it holds the protocol's number of counted trials."""
     storage = open_storage(storage) if isinstance(storage, str) else storage
     target = search_target(protocol, loss_name)
@@ -124,7 +124,7 @@ def run_search(trainval: ImageSet, split: Split, protocol: Protocol, loss_name: 
                 if trial is None:
                     if len(counted_trials(study)) >= target:
                         break
-                    wait(poll_seconds)  # the rest is running in other workers, and may come back
+                    wait(poll_seconds or storage.poll_seconds)  # the rest runs in other workers and may come back
                     continue
                 frozen = run_trial(storage, study, trial,
                                    lambda t: _fold_scores(t, trainval, split, protocol, loss_name, bar))

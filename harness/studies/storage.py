@@ -83,6 +83,11 @@ class Storage:
         return redact(self.url)
 
     @property
+    def poll_seconds(self) -> float:
+        """How often an idle worker looks again for work: a local file is cheap to read, a server less so."""
+        return 0.5 if self.kind != "rdb" else float(min(2, self.heartbeat_seconds or 2))
+
+    @property
     def several_workers(self) -> bool:
         return self.kind != "sqlite"
 
