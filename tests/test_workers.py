@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -129,6 +130,17 @@ def _records(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "runs").glob("*/record.json"))]
 
 
+def _queue_margins(storage_url: str, loss: str, protocol, glyphs_root: Path, margins) -> str:
+    """Create the loss's study as a worker would, with these margins queued as its first trials."""
+    name = harness.search.study_name("glyphs", protocol, loss)
+    identity = StudyIdentity("glyphs", dataset_version("glyphs", image_size=16, root=glyphs_root), protocol,
+                             loss, harness.search.losses.source_sha256(loss))
+    study = join_study(open_storage(storage_url), name, identity, stage="search")
+    for margin in margins:
+        study.enqueue_trial({"margin": margin})
+    return name
+
+
 def _one_line(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
@@ -154,6 +166,9 @@ def test_three_workers_on_postgres_run_exactly_the_protocols_trials(tmp_path, gl
     assert all(f"fold{f}_val_map_at_r" in t.user_attrs for t in complete for f in range(4))
     assert len({t.user_attrs["worker"]["pid"] for t in complete}) >= 2  # the work was shared
 
+    print(f"3 workers: {len(study.trials)} trials asked, {len(complete)} complete, "
+          f"{len({json.dumps(t.params, sort_keys=True) for t in complete})} distinct parameter sets, trials per "
+          f"worker {sorted(Counter(t.user_attrs['worker']['pid'] for t in complete).values())}")
     (record,) = _records(tmp_path)  # written once, by whichever worker finished last
     assert record["search"]["trials_counted"] == trials and len(record["test"]["reproductions"]) == 1
     assert record["search"]["storage"] == postgres_url.replace(postgres_server.password, "***")
@@ -191,6 +206,8 @@ def test_a_worker_killed_mid_fold_leaves_its_trial_to_another(tmp_path, glyphs_r
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     assert retry.user_attrs["fold0_val_map_at_r"] == killed.user_attrs["fold0_val_map_at_r"]
     assert len(_records(tmp_path)) == 1
+    print(f"killed trial 1 ({killed.params}) after fold 0; trials now {[t.state.name for t in study.trials]}, "
+          f"trial {retry.number} retried it and kept fold 0 = {retry.user_attrs['fold0_val_map_at_r']:.4f}")
 
 
 def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, glyphs_root):
@@ -231,6 +248,9 @@ def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, gl
     units = optuna.load_study(study_name=test_name, storage=storage).get_trials(states=(TrialState.COMPLETE,))
     assert len(units) == 12  # the finished units were kept, not trained again
     assert {t.number for t in before} <= {t.number for t in units}
+    print(f"killed with {len(before)} of 12 test units done; resumed to 12, concatenated MAP@R "
+          f"{resumed['test']['summary']['concatenated_map_at_r']['mean']:.6f} = uninterrupted "
+          f"{reference['test']['summary']['concatenated_map_at_r']['mean']:.6f}")
 
 
 def test_several_workers_on_a_journal_file_and_a_nan_trial(tmp_path, glyphs_root, bad_losses):
@@ -238,12 +258,7 @@ def test_several_workers_on_a_journal_file_and_a_nan_trial(tmp_path, glyphs_root
     loss = f"{bad_losses}:NaNWhenLarge"
     storage_url = f"journal:{tmp_path / 'results' / 'studies.journal'}"
     protocol = _protocol(trials=4, reps=1)
-    name = harness.search.study_name("glyphs", protocol, loss)
-    identity = StudyIdentity("glyphs", dataset_version("glyphs", image_size=16, root=glyphs_root), protocol,
-                             loss, harness.search.losses.source_sha256(loss))
-    study = join_study(open_storage(storage_url), name, identity, stage="search")
-    for margin in (0.9, 0.1, 0.2, 0.3):
-        study.enqueue_trial({"margin": margin})
+    name = _queue_margins(storage_url, loss, protocol, glyphs_root, (0.9, 0.1, 0.2, 0.3))
     command = _command("worker", loss, tmp_path, glyphs_root, "--trials", "4", "--reps", "1",
                        "--storage", storage_url)
     ended = [_finish(w) for w in [_start(command, tmp_path) for _ in range(2)]]
@@ -320,12 +335,7 @@ def test_a_loss_that_raises_fails_its_trial_and_the_study_goes_on(tmp_path, glyp
     loss = f"{bad_losses}:RaisesWhenLarge"
     storage_url = f"sqlite:///{tmp_path / 'results' / 'studies.db'}"
     protocol = _protocol(trials=3, reps=1)
-    name = harness.search.study_name("glyphs", protocol, loss)
-    identity = StudyIdentity("glyphs", dataset_version("glyphs", image_size=16, root=glyphs_root), protocol,
-                             loss, harness.search.losses.source_sha256(loss))
-    study = join_study(open_storage(storage_url), name, identity, stage="search")
-    for margin in (0.1, 0.8, 0.2):
-        study.enqueue_trial({"margin": margin})
+    _queue_margins(storage_url, loss, protocol, glyphs_root, (0.1, 0.8, 0.2))
     done = _run(_command("benchmark", loss, tmp_path, glyphs_root, "--trials", "3", "--reps", "1"), tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Traceback" in done.stderr and "ValueError: margin 0.8 is too large for this loss" in done.stderr
@@ -360,7 +370,7 @@ def test_a_results_folder_it_cannot_write_is_one_line_and_the_tables_stay(tmp_pa
     results, reports = tmp_path / "results", tmp_path / "reports"
     before = {p: p.read_bytes() for p in [*(results / "leaderboard").glob("*"), *reports.glob("*")]}
     target = results / "runs" if fault == "read-only" else results / "leaderboard"
-    saved = {p.name: p.read_bytes() for p in target.iterdir()}
+    saved = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
     try:
         if fault == "read-only":
             _mount("--bind", str(target), str(target))

@@ -102,25 +102,22 @@ class Storage:
         key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
         from sqlalchemy import text
 
+        if engine.dialect.name == "postgresql":
+            take, give, argument = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)", {"key": key}
+        elif engine.dialect.name in ("mysql", "mariadb"):
+            take, give = "SELECT GET_LOCK(:name, -1)", "SELECT RELEASE_LOCK(:name)"
+            argument = {"name": f"harness-{key & 0xFFFFFFFFFFFF:x}"}
+        else:
+            raise HarnessError(f"storage {self.shown}: several workers need PostgreSQL or MySQL, "
+                               f"not {engine.dialect.name}")
+        # a session lock on a connection of its own: the server drops it if this process dies
         with engine.connect() as connection:
-            if engine.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-                try:
-                    yield
-                finally:
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    connection.commit()
-            elif engine.dialect.name in ("mysql", "mariadb"):
-                name = f"harness-{key & 0xFFFFFFFFFFFF:x}"
-                connection.execute(text("SELECT GET_LOCK(:name, -1)"), {"name": name})
-                try:
-                    yield
-                finally:
-                    connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-                    connection.commit()
-            else:
-                raise HarnessError(f"storage {self.shown}: several workers need PostgreSQL or MySQL, "
-                                   f"not {engine.dialect.name}")
+            connection.execute(text(take), argument)
+            try:
+                yield
+            finally:
+                connection.execute(text(give), argument)
+                connection.commit()
 
     @contextmanager
     def sole_worker(self, study_name: str) -> Iterator[None]:
