@@ -165,9 +165,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
                                "(harness worker, same options) to finish them")
 
         def describe_run(run_id: str) -> dict:
-            started_at = (optuna.load_study(study_name=search_study, storage=store.optuna_storage)
-                          .user_attrs.get("created_at") if search_study else None) or test_study.user_attrs.get(
-                              "created_at")
+            started_at = _started_at(store, [search_study, test_name])
             finished = datetime.now(UTC)
             return {
                 "run_id": run_id,
@@ -194,6 +192,15 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
     if written:
         write_leaderboards(results_dir, reports_dir)
     return record
+
+
+def _started_at(store: Storage, studies: list[str | None]) -> str:
+    """When the run's first study was created: the run's start, whichever worker created it."""
+    for name in filter(None, studies):
+        created = optuna.load_study(study_name=name, storage=store.optuna_storage).user_attrs.get("created_at")
+        if created:
+            return created
+    return datetime.now(UTC).isoformat()
 
 
 def _search_record(search: SearchResult, store: Storage, protocol: Protocol, split: Split) -> dict:
