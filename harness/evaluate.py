@@ -104,14 +104,13 @@ def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: P
                    poll_seconds: float | None = None) -> None:
     """Take test units (with any other workers) until every one is complete. `loss_name=None` scores
     untrained networks."""
-    total = protocol.search.reproductions * len(split.folds)
-    done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+    done, total = unit_progress(study)
     bar = tqdm(total=total, initial=done, desc=f"test {loss_name or 'none'}", unit="fold", disable=not progress)
     try:
         while True:
             trial = take_trial(storage, study, budget=None)
             if trial is None:
-                if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= total:
+                if unit_progress(study)[0] >= total:
                     return
                 wait(poll_seconds or storage.poll_seconds)  # the rest runs in other workers and may come back
                 continue
