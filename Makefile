@@ -12,6 +12,7 @@ TRIALS ?=
 REPS ?=
 SEED ?=
 STORAGE ?=
+JOBS ?=
 # where datasets, results and reports live (default: datasets/, results/, reports/ here)
 DATA_ROOT ?=
 RESULTS ?=
@@ -22,7 +23,7 @@ LOCATION_OPTS := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(RESULTS),-
 # everything but the loss, shared by `benchmark` (one loss) and `zoo` (all of them)
 BENCH_OPTS := --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
-	$(if $(STORAGE),--storage "$(STORAGE)") $(LOCATION_OPTS)
+	$(if $(STORAGE),--storage "$(STORAGE)") $(if $(JOBS),--jobs $(JOBS)) $(LOCATION_OPTS)
 
 .PHONY: benchmark worker zoo test leaderboard report datasets lint bench-metrics bench-losses bench-data bench-training bench-workers clean-venv lock
 

@@ -20,6 +20,7 @@ from harness.backbones import check_backbone_name, weight_metadata
 from harness.data import EMBEDDED, ImageSet, check_dataset_name, dataset_label, load_dataset
 from harness.errors import HarnessError
 from harness.evaluate import collect_test, queue_units, run_test_units, unit_progress, units_dir, units_study_name
+from harness.jobs import THREADS_PER_TRAINING, Jobs
 from harness.leaderboard import BASELINE, write_leaderboards
 from harness.protocol import Protocol
 from harness.records import environment, new_run_id, newest_complete_runs, save_record
@@ -117,12 +118,15 @@ def completed_run(results_dir: Path, *, loss_name: str, dataset: str, protocol: 
 
 def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,
                   storage: str | None = None, data_root: Path | None = None, progress: bool = True,
-                  take_work: bool = True, heartbeat_seconds: int = 60, poll_seconds: float | None = None) -> dict:
+                  take_work: bool = True, heartbeat_seconds: int = 60, poll_seconds: float | None = None,
+                  jobs: int = 1) -> dict:
     """Run the whole protocol for one loss (or the untrained baseline) and return its record.
 
     This process is one worker of the study: any other process running the same command (`harness
     worker`) shares the search trials and the test units with it. The record is written once, by the
     process that finds every unit done; with `take_work=False` (`harness record`) nothing is trained.
+    `jobs` trainings run side by side (a trial's folds, the test units), each on fixed threads, so the
+    figures are the same for any number.
     """
     check_inputs(loss_name, dataset, protocol)
     # the loss's source hash, the commit and the versions as the run starts: the code that ran
@@ -138,13 +142,14 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
     store = open_storage(storage or default_storage(results_dir), heartbeat_seconds=heartbeat_seconds)
     baseline = loss_name == BASELINE
     name = None if baseline else study_name(dataset, protocol, loss_name)
-    with store.sole_worker(name or units_study_name(dataset, protocol, None, None)):
+    with store.sole_worker(name or units_study_name(dataset, protocol, None, None)), Jobs(jobs) as pool:
         if baseline:
             search_record, search_study = {"study": None, "storage": None, "trials_counted": 0, "best_params": {},
                                            "best_value": None, "best_trial": None, "trials": []}, None
         elif take_work:
             search = run_search(trainval, split, protocol, loss_name, dataset=dataset, storage=store,
-                                dataset_version=data.version, progress=progress, poll_seconds=poll_seconds)
+                                dataset_version=data.version, progress=progress, poll_seconds=poll_seconds,
+                                jobs=pool)
             search_record, search_study = _search_record(search, store, protocol, split), search.study_name
         else:
             search_record, search_study = _finished_search(store, name, protocol, loss_name, split), name
@@ -158,7 +163,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
         if take_work:
             run_test_units(trainval, test, split, protocol, None if baseline else loss_name,
                            search_record["best_params"], storage=store, study=test_study, directory=directory,
-                           progress=progress, poll_seconds=poll_seconds)
+                           progress=progress, poll_seconds=poll_seconds, jobs=pool)
         done, total = unit_progress(test_study)
         if done < total:
             raise HarnessError(f"{done} of {total} test units of {loss_name} are done; start a worker "
@@ -184,7 +189,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
                 "search": search_record,
                 "test": collect_test(test_study, test, protocol, split, directory),
                 "seed": protocol.search.seed,
-                "environment": env,
+                "environment": {**env, "jobs": jobs, "threads_per_training": THREADS_PER_TRAINING},
             }
 
         record, written = write_record_once(store, results_dir, [test_name, search_study],

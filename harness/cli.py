@@ -60,6 +60,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
                         help="PostgreSQL/MySQL: a worker's heartbeat; a trial silent for 3 beats is failed and "
                         "queued again (default: 60)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="trainings side by side, each on a fixed number of threads, so the figures are the "
+                        "same for any N (default: every GPU, or without one every core)")
     _add_locations(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -110,10 +113,13 @@ def _parser() -> argparse.ArgumentParser:
 def _benchmark(args: argparse.Namespace) -> None:
     from harness.benchmark import check_inputs, completed_run, run_benchmark
     from harness.data import check_dataset_name, dataset_label, dataset_version
+    from harness.jobs import default_jobs
     from harness.leaderboard import leaderboard_tables, table_stem
     from harness.protocol import load_protocol
     from harness.report import format_table
 
+    if args.jobs is not None and args.jobs < 1:
+        raise HarnessError(f"--jobs must be at least 1, got {args.jobs}")
     check_dataset_name(args.dataset)
     protocol = load_protocol(args.protocol, dataset=args.dataset).with_overrides(
         trials=args.trials, reproductions=args.reps, seed=args.seed)
@@ -128,7 +134,8 @@ def _benchmark(args: argparse.Namespace) -> None:
     record = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
                            results_dir=args.results, reports_dir=args.reports, storage=args.storage,
                            data_root=args.data_root, progress=not args.no_progress,
-                           take_work=args.command != "record", heartbeat_seconds=args.heartbeat)
+                           take_work=args.command != "record", heartbeat_seconds=args.heartbeat,
+                           jobs=args.jobs or default_jobs())
     if args.command == "worker":
         print(f"{args.loss}: nothing left to do in this study; record: "
               f"{args.results / 'runs' / record['run_id'] / 'record.json'}")

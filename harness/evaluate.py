@@ -14,22 +14,25 @@ finished units, and the figures equal an uninterrupted run's: every unit has its
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 from tqdm.auto import tqdm
 
 from harness.atomic import atomic_open
 from harness.data import ImageSet
-from harness.errors import HarnessError
+from harness.errors import HarnessError, TrialFailed
+from harness.jobs import Jobs
 from harness.metrics import retrieval_metrics, retrieval_metrics_query_reference
 from harness.protocol import Protocol
 from harness.seeding import derive_seed
 from harness.splits import Split
-from harness.studies.queue import FAIL_REASON, run_trial, take_trial, wait
+from harness.studies.queue import FAIL_REASON, fail_for_good, requeue, requeue_if_interrupted, take_trial, wait
 from harness.studies.storage import Storage
 from harness.train import build_model, embed, train_fold
 
@@ -76,11 +79,10 @@ def queue_units(storage: Storage, study: optuna.Study, protocol: Protocol, split
                 study.enqueue_trial({}, user_attrs={"reproduction": rep, "fold": f})
 
 
-def _run_unit(trial: optuna.Trial, trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol,
-              loss_name: str | None, params: dict, directory: Path) -> float:
-    """One reproduction's fold model: train it (new seed), embed the test half, keep both figures and
-    embeddings (the concatenated score needs every fold's)."""
-    rep, f = trial.user_attrs["reproduction"], trial.user_attrs["fold"]
+def _train_test_unit(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str | None,
+                     params: dict, rep: int, f: int) -> tuple[dict, np.ndarray]:
+    """One reproduction's fold model, wherever it runs: train it (its own seed), embed the test half and
+    score it; the embeddings go back too (the concatenated score needs every fold's)."""
     fold = split.folds[f]
     seed = derive_seed(protocol.search.seed, "test", rep, f)
     if loss_name is None:
@@ -92,36 +94,62 @@ def _run_unit(trial: optuna.Trial, trainval: ImageSet, test: ImageSet, split: Sp
         fold_info = {"best_val_map_at_r": result.best_val_map_at_r, "best_iteration": result.best_iteration,
                      "iterations_run": result.iterations_run}
     embeddings = embed(model, test, protocol)
-    with atomic_open(_unit_path(directory, rep, f), "wb") as handle:
-        np.save(handle, embeddings)
-    unit = {"fold": f, "seed": seed, **fold_info, "test": _scores(embeddings, test)}
-    trial.set_user_attr("unit", unit)
-    return unit["test"]["map_at_r"]
+    return {"fold": f, "seed": seed, **fold_info, "test": _scores(embeddings, test)}, embeddings
 
 
 def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str | None,
                    params: dict, *, storage: Storage, study: optuna.Study, directory: Path, progress: bool = True,
-                   poll_seconds: float | None = None) -> None:
-    """Take test units (with any other workers) until every one is complete. `loss_name=None` scores
-    untrained networks."""
+                   poll_seconds: float | None = None, jobs: Jobs | None = None) -> None:
+    """Take test units (with any other workers) until every one is complete, up to `jobs` at once.
+    `loss_name=None` scores untrained networks."""
+    jobs = jobs or Jobs(1)
     done, total = unit_progress(study)
     bar = tqdm(total=total, initial=done, desc=f"test {loss_name or 'none'}", unit="fold", disable=not progress)
+    taken: dict[int, tuple[optuna.Trial, ExitStack]] = {}
+
+    def units():  # a unit is taken from the study only when a job is free to run it
+        while (trial := take_trial(storage, study, budget=None)) is not None:
+            guard = ExitStack()
+            guard.enter_context(storage.heartbeat(trial._trial_id))
+            taken[trial.number] = trial, guard
+            yield trial.number, _train_test_unit, (trainval, test, split, protocol, loss_name, params,
+                                                   trial.user_attrs["reproduction"], trial.user_attrs["fold"])
+
     try:
         while True:
-            trial = take_trial(storage, study, budget=None)
-            if trial is None:
-                if unit_progress(study)[0] >= total:
-                    return
-                wait(poll_seconds or storage.poll_seconds)  # the rest runs in other workers and may come back
-                continue
-            frozen = run_trial(storage, study, trial, lambda t: _run_unit(t, trainval, test, split, protocol,
-                                                                          loss_name, params, directory))
-            if frozen.state == TrialState.FAIL:  # the loss worked in the search; here it must too
-                raise HarnessError(f"test unit {trial.user_attrs.get('reproduction')}/{trial.user_attrs.get('fold')} "
-                                   f"failed: {frozen.user_attrs.get(FAIL_REASON)}")
-            bar.update()
+            for number, future in jobs.as_completed(units()):
+                trial, guard = taken.pop(number)
+                with guard, requeue_if_interrupted(study, trial):
+                    failed = _finish_unit(study, trial, future, directory)
+                if failed is not None:  # the loss worked in the search; here it must too
+                    raise HarnessError(f"test unit {trial.user_attrs['reproduction']}/{trial.user_attrs['fold']} "
+                                       f"failed: {failed.user_attrs.get(FAIL_REASON)}")
+                bar.update()
+            if unit_progress(study)[0] >= total:
+                return
+            wait(poll_seconds or storage.poll_seconds)  # the rest runs in other workers and may come back
+    except BaseException:
+        for trial, _ in taken.values():  # interrupted, or another unit failed: whoever comes next runs these
+            requeue(study, trial)
+        raise
     finally:
+        for _, guard in taken.values():
+            guard.close()
         bar.close()
+
+
+def _finish_unit(study: optuna.Study, trial: optuna.Trial, future: Future, directory: Path) -> FrozenTrial | None:
+    """Save a finished unit's embeddings and figures and complete its trial; a unit whose loss failed
+    fails for good and is returned."""
+    try:
+        unit, embeddings = future.result()
+    except TrialFailed as error:
+        return fail_for_good(study, trial, error)
+    with atomic_open(_unit_path(directory, trial.user_attrs["reproduction"], unit["fold"]), "wb") as handle:
+        np.save(handle, embeddings)
+    trial.set_user_attr("unit", unit)
+    study.tell(trial, unit["test"]["map_at_r"])
+    return None
 
 
 def unit_progress(study: optuna.Study) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 import losses
 from harness.data import ImageSet
 from harness.errors import HarnessError, LossRaised, TrialFailed
+from harness.jobs import Jobs
 from harness.protocol import Protocol
 from harness.seeding import derive_seed
 from harness.splits import Split
@@ -68,31 +69,43 @@ def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict:
             "value": trial.value, **{k: v for k, v in sorted(trial.user_attrs.items())}}
 
 
+def _train_search_fold(protocol: Protocol, loss_name: str, params: dict, train_set: ImageSet, val_set: ImageSet,
+                       seed: int) -> tuple[float, int]:
+    """One fold of a trial, wherever it runs: its best validation MAP@R and the iteration it came at."""
+    result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params, train_set=train_set,
+                        val_set=val_set, seed=seed)
+    return result.best_val_map_at_r, result.best_iteration
+
+
 def _fold_scores(trial: optuna.Trial, trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str,
-                 bar: tqdm) -> float:
-    """The trial's value: mean best validation MAP@R over the folds (finished folds are kept)."""
+                 bar: tqdm, jobs: Jobs) -> float:
+    """The trial's value: mean best validation MAP@R over the folds, trained side by side in `jobs`
+    (each fold has its own seed, so the figures are the same however many run at once). Folds an
+    earlier attempt at this trial finished are kept, not retrained."""
     params = losses.suggest(trial, loss_name)
-    scores = []
+    scores, tasks = {}, []
     for f, fold in enumerate(split.folds):
         key = f"fold{f}_val_map_at_r"
         if key in trial.user_attrs:  # finished by an earlier attempt at this trial: same seed, same figure
-            scores.append(trial.user_attrs[key])
+            scores[f] = trial.user_attrs[key]
             bar.update()
             continue
+        tasks.append((f, _train_search_fold, (protocol, loss_name, params, trainval.subset(fold.train),
+                                              trainval.subset(fold.val), derive_seed(protocol.search.seed,
+                                                                                     "search", f))))
+    for f, future in jobs.as_completed(tasks):  # leaving the loop early starts no further fold
         try:
-            result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params,
-                                train_set=trainval.subset(fold.train), val_set=trainval.subset(fold.val),
-                                seed=derive_seed(protocol.search.seed, "search", f))
+            score, best_iteration = future.result()
         except TrialFailed as error:
             if isinstance(error, LossRaised):
                 log.error("trial %d, fold %d: %s", trial.number, f, error, exc_info=error.__cause__)
             raise type(error)(f"fold {f}: {error}", error.error) from error.__cause__
-        scores.append(result.best_val_map_at_r)
-        trial.set_user_attr(key, result.best_val_map_at_r)
-        trial.set_user_attr(f"fold{f}_best_iteration", result.best_iteration)
+        scores[f] = score
+        trial.set_user_attr(f"fold{f}_val_map_at_r", score)
+        trial.set_user_attr(f"fold{f}_best_iteration", best_iteration)
         bar.update()
-        bar.set_postfix(trial=trial.number, val_map_at_r=f"{result.best_val_map_at_r:.4f}")
-    return float(np.mean(scores))
+        bar.set_postfix(trial=trial.number, val_map_at_r=f"{score:.4f}")
+    return float(np.mean([scores[f] for f in range(len(split.folds))]))
 
 
 def _stop_if_every_trial_failed_alike(study: optuna.Study, loss_name: str, target: int) -> None:
@@ -106,8 +119,10 @@ def _stop_if_every_trial_failed_alike(study: optuna.Study, loss_name: str, targe
 
 def run_search(trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str, *, dataset: str,
                storage: Storage | str, dataset_version: str | None = None, progress: bool = True,
-               poll_seconds: float | None = None) -> SearchResult:
-    """Work on the study (with any other workers) until it holds the protocol's number of counted trials."""
+               poll_seconds: float | None = None, jobs: Jobs | None = None) -> SearchResult:
+    """Work on the study (with any other workers) until it holds the protocol's number of counted trials,
+    one trial at a time, its folds trained side by side in `jobs` (default: one at a time, here)."""
+    jobs = jobs or Jobs(1)
     storage = open_storage(storage) if isinstance(storage, str) else storage
     target = search_target(protocol, loss_name)
     name = study_name(dataset, protocol, loss_name)
@@ -127,7 +142,7 @@ def run_search(trainval: ImageSet, split: Split, protocol: Protocol, loss_name: 
                     wait(poll_seconds or storage.poll_seconds)  # the rest runs in other workers and may come back
                     continue
                 frozen = run_trial(storage, study, trial,
-                                   lambda t: _fold_scores(t, trainval, split, protocol, loss_name, bar))
+                                   lambda t: _fold_scores(t, trainval, split, protocol, loss_name, bar, jobs))
                 if frozen.state == optuna.trial.TrialState.FAIL:
                     log.warning("trial %d failed: %s", frozen.number, frozen.user_attrs.get(FAIL_REASON))
                     _stop_if_every_trial_failed_alike(study, loss_name, target)

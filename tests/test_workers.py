@@ -94,7 +94,7 @@ def bad_losses(tmp_path):
 def _command(command: str, loss: str, tmp_path: Path, glyphs_root: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "harness.cli", command, "--loss", loss, "--protocol", str(TINY),
             "--data-root", str(glyphs_root), "--results", str(tmp_path / "results"),
-            "--reports", str(tmp_path / "reports"), "--no-progress", *extra]
+            "--reports", str(tmp_path / "reports"), "--no-progress", "--jobs", "1", *extra]  # a later --jobs wins
 
 
 def _start(command: list[str], cwd: Path) -> subprocess.Popen:
@@ -210,7 +210,21 @@ def test_a_worker_killed_mid_fold_leaves_its_trial_to_another(tmp_path, glyphs_r
           f"trial {retry.number} retried it and kept fold 0 = {retry.user_attrs['fold0_val_map_at_r']:.4f}")
 
 
+def _children(pid: int) -> set[int]:
+    return {int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()}
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, glyphs_root):
+    """One job to a reference; two jobs killed with SIGKILL in the test stage (its trainings die with it),
+    then resumed: the same figures."""
     reference_dir, interrupted_dir = tmp_path / "reference", tmp_path / "interrupted"
     for directory in (reference_dir, interrupted_dir):
         directory.mkdir()
@@ -218,7 +232,7 @@ def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, gl
     assert _run(command, reference_dir).returncode == 0
     (reference,) = _records(reference_dir)
 
-    command = _command("benchmark", "batch_hard", interrupted_dir, glyphs_root, "--reps", "3")
+    command = _command("benchmark", "batch_hard", interrupted_dir, glyphs_root, "--reps", "3", "--jobs", "2")
     storage = f"sqlite:///{interrupted_dir / 'results' / 'studies.db'}"
     protocol = _protocol(reps=3)
     search = harness.search.study_name("glyphs", protocol, "batch_hard")
@@ -229,8 +243,11 @@ def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, gl
         study = optuna.load_study(study_name=test_name, storage=storage)
         return len(study.get_trials(states=(TrialState.COMPLETE,))) >= 3
     _wait_for(some_units_done, what="three test units")
+    trainings = _children(first.pid)
     first.send_signal(signal.SIGKILL)
     first.wait()
+    _wait_for(lambda: not any(_running(pid) for pid in trainings), timeout=30, what="the trainings to end")
+    assert len(trainings) >= 2  # its two job processes (and multiprocessing's resource tracker)
     before = optuna.load_study(study_name=test_name, storage=storage).get_trials(states=(TrialState.COMPLETE,))
     assert 3 <= len(before) < 12 and not _records(interrupted_dir)
     record_command = ["record" if part == "benchmark" else part for part in command]
@@ -248,7 +265,8 @@ def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, gl
     units = optuna.load_study(study_name=test_name, storage=storage).get_trials(states=(TrialState.COMPLETE,))
     assert len(units) == 12  # the finished units were kept, not trained again
     assert {t.number for t in before} <= {t.number for t in units}
-    print(f"killed with {len(before)} of 12 test units done; resumed to 12, concatenated MAP@R "
+    print(f"killed (--jobs 2, its {len(trainings)} child processes ended with it) with {len(before)} of 12 test "
+          f"units done; resumed to 12, concatenated MAP@R "
           f"{resumed['test']['summary']['concatenated_map_at_r']['mean']:.6f} = uninterrupted "
           f"{reference['test']['summary']['concatenated_map_at_r']['mean']:.6f}")
 

@@ -80,6 +80,10 @@ class ImageCache:
         if self.index.ndim != 2 or self.index.shape[1] != 3 or len(self.pixels) != _end(self.index):
             raise HarnessError(f"image cache {self.folder} is damaged (index and pixels disagree); delete it")
 
+    def __reduce__(self):
+        """Sent to a worker process as its folder, which it maps again: never the pixels themselves."""
+        return ImageCache, (self.folder,)
+
     def __len__(self) -> int:
         return len(self.index)
 

@@ -10,19 +10,20 @@ scheduler) it is failed and queued again with its parameters and the folds it ha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import TrialFailed
-from harness.studies.storage import Storage, retry_callback, worker_identity
+from harness.studies.storage import WORKER, Storage, retry_callback, worker_identity
 
-__all__ = ["FAIL_REASON", "FAIL_ERROR", "WORKER", "counts", "take_trial", "run_trial", "wait"]
+__all__ = ["FAIL_REASON", "FAIL_ERROR", "WORKER", "counts", "take_trial", "run_trial", "requeue_if_interrupted",
+           "requeue", "fail_for_good", "wait"]
 
 FAIL_REASON = "fail_reason"  # user attribute of a trial that failed for a reason of its own: it used its budget
 FAIL_ERROR = "fail_error"  # the exception type and message alone, to tell one repeated error from many
-WORKER = "worker"  # user attribute: host and pid of the process running the trial
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -56,18 +57,36 @@ def run_trial(storage: Storage, study: optuna.Study, trial: optuna.Trial,
     A TrialFailed (a NaN loss, a loss that raised) fails the trial with its reason stored; anything
     else (Ctrl-C, SIGTERM, a bug) fails it, queues it again for another worker, and propagates.
     """
-    try:
-        with storage.heartbeat(trial._trial_id):
+    with storage.heartbeat(trial._trial_id), requeue_if_interrupted(study, trial):
+        try:
             value = work(trial)
-    except TrialFailed as error:
-        trial.set_user_attr(FAIL_REASON, str(error))
-        trial.set_user_attr(FAIL_ERROR, error.error)
-        return study.tell(trial, state=TrialState.FAIL)
-    except BaseException:
-        frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        retry_callback()(study, frozen)
-        raise
+        except TrialFailed as error:
+            return fail_for_good(study, trial, error)
     return study.tell(trial, value)
+
+
+@contextmanager
+def requeue_if_interrupted(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Any exception escaping the block fails the trial and queues it again, with its parameters and
+    the user attributes (finished folds) it has so far, then propagates."""
+    try:
+        yield
+    except BaseException:
+        requeue(study, trial)
+        raise
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Fail an interrupted trial and queue it again for whichever worker comes next."""
+    frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    retry_callback()(study, frozen)
+
+
+def fail_for_good(study: optuna.Study, trial: optuna.Trial, error: TrialFailed) -> FrozenTrial:
+    """A trial that failed for a reason of its own: it counts against the budget, with its reason stored."""
+    trial.set_user_attr(FAIL_REASON, str(error))
+    trial.set_user_attr(FAIL_ERROR, error.error)
+    return study.tell(trial, state=TrialState.FAIL)
 
 
 def wait(seconds: float) -> None:

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from harness.errors import HarnessError
 
-__all__ = ["Storage", "open_storage", "redact", "retry_callback", "worker_identity", "MULTI_WORKER_HINT"]
+__all__ = ["Storage", "open_storage", "redact", "retry_callback", "worker_identity", "WORKER", "MULTI_WORKER_HINT"]
 
 JOURNAL_PREFIX = "journal:"
 MULTI_WORKER_HINT = ("for several workers on one machine use --storage journal:results/studies.journal, "
@@ -42,6 +42,9 @@ _PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*):(?P<password>[^
 def redact(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***."""
     return _PASSWORD.sub(lambda m: f"{m['head']}:***@", str(text))
+
+
+WORKER = "worker"  # user attribute: host and pid of the process running the trial
 
 
 def worker_identity() -> dict:
@@ -151,7 +154,7 @@ class Storage:
         me = worker_identity()
         dead = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = trial.system_attrs.get("harness_worker", {})
+            worker = trial.user_attrs.get(WORKER, {})
             if self.kind == "journal" and (worker.get("host") != me["host"] or _alive(worker.get("pid", -1))):
                 continue
             if worker.get("pid") == me["pid"] and worker.get("host") == me["host"]:
