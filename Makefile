@@ -25,7 +25,7 @@ BENCH_OPTS := --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(STORAGE),--storage "$(STORAGE)") $(if $(JOBS),--jobs $(JOBS)) $(LOCATION_OPTS)
 
-.PHONY: benchmark worker zoo test leaderboard report datasets lint bench-metrics bench-losses bench-data bench-training bench-workers clean-venv lock
+.PHONY: benchmark worker zoo test leaderboard report datasets lint bench-metrics bench-losses bench-data bench-training bench-gpu bench-workers clean-venv lock
 
 # The environment is pinned: requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra) hold the
 # exact versions, with hashes, that the committed results were made with; the project itself goes in editable on top,
@@ -114,6 +114,11 @@ bench-data: $(VENV)/.dev
 
 bench-training: $(VENV)/.dev
 	$(BIN)/python benchmarks/training.py
+
+# 1, 2, 4 and 8 reality-check trainings side by side on one GPU, float32, bfloat16 and channels_last
+# (a few minutes on an H200); without CUDA it says so and exits 0
+bench-gpu: $(VENV)/.dev
+	$(BIN)/python benchmarks/gpu.py
 
 bench-workers: $(VENV)/.dev
 	$(BIN)/python benchmarks/workers.py

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _write_jpegs(folder: Path, count: int, classes: int) -> None:
+def write_jpegs(folder: Path, count: int, classes: int) -> None:
     """CUB-like JPEGs (about 500 x 375) in an ImageFolder layout, seeded."""
     from PIL import Image
 
@@ -62,7 +62,7 @@ def main() -> None:
     protocol = dataclasses.replace(base, model=dataclasses.replace(base.model, pretrained=False))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "jpegs"
-        _write_jpegs(folder, args.images, args.classes)
+        write_jpegs(folder, args.images, args.classes)
         started = time.perf_counter()
         data = load_dataset(str(folder), image_size=protocol.images.image_size, resize=protocol.images.resize,
                             root=Path(tmp) / "data", progress=False)

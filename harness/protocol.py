@@ -29,6 +29,7 @@ PROTOCOL_DIR = Path(__file__).parent / "protocols"
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 TRANSFORMS = ("affine", "resized_crop")
 CHANNEL_ORDERS = ("RGB", "BGR")
+PRUNERS = ("none", "median")
 
 # field metadata: ADDED marks a field added after hashes were published (left out of the canonical
 # JSON at its default); UNHASHED a field whose content is hashed through another (a weights path
@@ -47,6 +48,10 @@ class ModelSettings:
     normalize_embeddings: bool = True
     weights: str = field(default="", metadata=UNHASHED)  # optional local state dict for the backbone
     weights_sha256: str = field(default="", metadata=ADDED)  # filled in from `weights` when loading
+    # numerics of the forward pass, so part of the hash: "bfloat16" runs the forward and the loss under
+    # bfloat16 autocast (parameters, optimizer state and the loss value stay float32)
+    precision: str = field(default="float32", metadata=ADDED)
+    channels_last: bool = field(default=False, metadata=ADDED)  # model and batches in NHWC memory format
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,11 @@ class SearchSettings:
     trials: int = 6
     reproductions: int = 3
     seed: int = 0
+    # "median": after each fold, a trial whose running mean validation MAP@R is below the median of the
+    # earlier trials' running means after the same fold stops there (Optuna's MedianPruner), once
+    # pruner_startup_trials trials have finished. It changes which trials train fully, so it is hashed.
+    pruner: str = field(default="none", metadata=ADDED)
+    pruner_startup_trials: int = field(default=2, metadata=ADDED)
 
 
 @dataclass(frozen=True)
@@ -282,6 +292,7 @@ def _coerce(where: str, value: Any, spec: dataclasses.Field) -> Any:
 def _validate(p: Protocol, source: str) -> None:
     checks = [
         (p.model.embedding_size > 0, "model.embedding_size must be positive"),
+        (p.model.precision in ("float32", "bfloat16"), "model.precision must be one of float32, bfloat16"),
         (p.optimizer.name in OPTIMIZERS, f"optimizer.name must be one of {', '.join(OPTIMIZERS)}"),
         (min(p.optimizer.trunk_lr, p.optimizer.embedder_lr, p.optimizer.loss_lr) > 0,
          "learning rates must be positive"),
@@ -309,6 +320,8 @@ def _validate(p: Protocol, source: str) -> None:
         (p.search.folds >= 2, "search.folds must be at least 2"),
         (p.search.trials >= 1, "search.trials must be at least 1"),
         (p.search.reproductions >= 1, "search.reproductions must be at least 1"),
+        (p.search.pruner in PRUNERS, f"search.pruner must be one of {', '.join(PRUNERS)}"),
+        (p.search.pruner_startup_trials >= 1, "search.pruner_startup_trials must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:

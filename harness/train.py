@@ -1,7 +1,9 @@
 """Training one fold model: class-balanced batches, periodic validation MAP@R, early stopping.
 
 The whole loop is in `train_fold` so a reader sees every step; the best checkpoint (by validation
-MAP@R) is kept in memory and loaded back before returning.
+MAP@R) is kept in memory and loaded back before returning. The protocol's `model.precision` and
+`model.channels_last` set the numerics of every forward pass, in training and in `embed` alike; at
+their defaults (float32, contiguous) no autocast is entered and no layout changed.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +25,7 @@ from harness.model import EmbeddingNet
 from harness.protocol import OptimizerSettings, Protocol
 from harness.sampler import MPerClassSampler
 from harness.seeding import derive_seed, seed_everything
-from harness.transforms import eval_batch, train_batch
+from harness.transforms import eval_batch, to_device, train_batch
 
 __all__ = ["FoldResult", "build_model", "embed", "train_fold", "default_device"]
 
@@ -49,18 +51,46 @@ def build_model(protocol: Protocol, in_chans: int, seed: int) -> EmbeddingNet:
     return EmbeddingNet(protocol.model, in_chans=in_chans)
 
 
+def _placed(model: EmbeddingNet, protocol: Protocol, device: torch.device) -> EmbeddingNet:
+    """The model on `device`, in the protocol's memory format."""
+    if protocol.model.channels_last:
+        return model.to(device, memory_format=torch.channels_last)
+    return model.to(device)
+
+
+def _laid_out(batch: torch.Tensor, protocol: Protocol) -> torch.Tensor:
+    """The batch in the model's memory format, so no layer converts it on the way."""
+    return batch.contiguous(memory_format=torch.channels_last) if protocol.model.channels_last else batch
+
+
+def _forward_precision(protocol: Protocol, device: torch.device) -> AbstractContextManager:
+    """bfloat16 autocast where the protocol asks for it; a float32 protocol enters none, so its
+    numerics are exactly those of code that never heard of autocast."""
+    if protocol.model.precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _batch_device(device: torch.device) -> torch.device | None:
+    """Where batches are made: on a GPU the device itself; on the CPU the reference CPU path (None)."""
+    return None if device.type == "cpu" else device
+
+
 @torch.no_grad()
 def embed(model: EmbeddingNet, data: ImageSet, protocol: Protocol, *,
           device: torch.device | None = None, batch_size: int | None = None) -> np.ndarray:
     """Evaluation embeddings (no augmentation) of every item of `data`, float32 [N, D]; batches are
-    read from the pixels one at a time, so the set is never copied to the device whole."""
+    read from the pixels one at a time, so the set is never copied to the device whole. The model is
+    moved to `device` (and the protocol's memory format) if it is not there yet."""
     device = device or default_device()
     batch_size = batch_size or (512 if protocol.images.transform == "affine" else 64)
-    model.eval()
+    model = _placed(model, protocol, device).eval()
     parts = []
     for start in range(0, len(data), batch_size):
         items = np.arange(start, min(start + batch_size, len(data)))
-        parts.append(model(eval_batch(data, items, protocol.images).to(device)).float().cpu())
+        batch = _laid_out(eval_batch(data, items, protocol.images, device=_batch_device(device)), protocol)
+        with _forward_precision(protocol, device):
+            parts.append(model(batch).float().cpu())
     return torch.cat(parts).numpy()
 
 
@@ -108,7 +138,7 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
     """
     device = device or default_device()
     budget = protocol.budget
-    model = build_model(protocol, in_chans=train_set.channels, seed=seed).to(device)
+    model = _placed(build_model(protocol, in_chans=train_set.channels, seed=seed), protocol, device)
     # proxies and class-indexed parameters need labels 0..k-1 of the training classes
     train_classes, train_labels = torch.unique(train_set.labels, return_inverse=True)
     loss_params = dict(hparams)
@@ -124,18 +154,22 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
     sampler = MPerClassSampler(train_labels, batch_size=protocol.batch.batch_size,
                                m_per_class=protocol.batch.m_per_class, seed=derive_seed(seed, "sampler"))
     augment_rng = torch.Generator().manual_seed(derive_seed(seed, "augment"))
-    train_labels = train_labels.to(device)
+    batch_device = _batch_device(device)
 
     best_score, best_iteration, best_state, stale, history = -math.inf, 0, None, 0, []
     iteration = 0
     for iteration in range(1, budget.max_iterations + 1):
         model.train()
         index = sampler.next_batch()
-        batch = train_batch(train_set, index.numpy(), protocol.images, augment_rng).to(device)
-        embeddings = model(batch)
-        with _loss_code(loss_name, f"its forward at iteration {iteration}"):
-            loss = criterion(embeddings, train_labels[index.to(device)])
+        batch = train_batch(train_set, index.numpy(), protocol.images, augment_rng, device=batch_device)
+        labels = to_device(train_labels[index], batch_device)
+        with _forward_precision(protocol, device):
+            embeddings = model(_laid_out(batch, protocol))
+            with _loss_code(loss_name, f"its forward at iteration {iteration}"):
+                loss = criterion(embeddings, labels)
         _check_scalar(loss, loss_name)
+        if protocol.model.precision == "bfloat16":
+            loss = loss.float()  # the value checked and recorded is float32
         if not torch.isfinite(loss):
             raise LossNotFinite(f"loss '{loss_name}' with {hparams} became {loss.item()} "
                                 f"at iteration {iteration}", f"became {loss.item()}")

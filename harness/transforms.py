@@ -5,6 +5,10 @@ random affine when training. `resized_crop`, the reality check's: the cached ima
 Resize(256) on the shorter side) give RandomResizedCrop(227) and a horizontal flip when training and
 CenterCrop(227) for evaluation. Every random draw comes from the caller's torch.Generator, so a seed
 fixes the batches exactly; the normalisation (range, channel order, mean, std) is the same for both.
+
+Given a `device`, a batch is made there: the uint8 pixels (for a training crop, only its region of the
+cached image) cross once, from pinned memory without waiting, and the float work runs on the device.
+The random draws are the CPU path's, from the same generator in the same order.
 """
 
 from __future__ import annotations
@@ -18,32 +22,87 @@ from torchvision.transforms.v2 import functional as TF
 
 from harness.protocol import ImageSettings
 
-__all__ = ["train_batch", "eval_batch", "random_resized_crop_box", "to_float", "normalize", "random_affine"]
+__all__ = ["train_batch", "eval_batch", "random_resized_crop_box", "to_device", "to_float", "normalize",
+           "random_affine"]
 
 
 def train_batch(data, items: torch.Tensor | np.ndarray, settings: ImageSettings,
-                generator: torch.Generator) -> torch.Tensor:
-    """The augmented, normalised training batch of `data`'s items (positions within `data`)."""
+                generator: torch.Generator, device: torch.device | None = None) -> torch.Tensor:
+    """The augmented, normalised training batch of `data`'s items (positions within `data`).
+
+    With `device` the crops are resized there in float32 and rounded, as torchvision does for uint8
+    images on a GPU; the CPU path (no device) keeps torchvision's native uint8 resize, so a crop's
+    pixels may differ between the two by one level where the rounding falls differently.
+    """
     rows = data.rows[np.asarray(items)]
     if settings.transform == "affine":
-        return normalize(random_affine(to_float(data.pixels[torch.from_numpy(rows)]), settings, generator),
-                         settings)
+        pixels = to_device(data.pixels[torch.from_numpy(rows)], device)
+        return normalize(random_affine(to_float(pixels), settings, generator), settings)
+    draws = _crop_draws(data, rows, settings, generator)
+    if device is not None:
+        return _scaled(_resized_crops_on(device, data, draws, settings.image_size), settings)
     crops = []
-    for row in rows:
-        image = torch.from_numpy(np.array(data.pixels.image(int(row)))).permute(2, 0, 1)  # copied from the map
-        top, left, height, width = random_resized_crop_box(image.shape[1], image.shape[2], settings, generator)
+    for row, (top, left, height, width), flip in draws:
+        image = torch.from_numpy(np.array(data.pixels.image(row))).permute(2, 0, 1)  # copied from the map
         crop = TF.resized_crop(image, top, left, height, width, [settings.image_size] * 2, antialias=True)
-        if settings.horizontal_flip and torch.rand(1, generator=generator).item() < 0.5:
-            crop = crop.flip(-1)
-        crops.append(crop)
+        crops.append(crop.flip(-1) if flip else crop)
     return _scaled(torch.stack(crops), settings)
 
 
-def eval_batch(data, items: np.ndarray, settings: ImageSettings) -> torch.Tensor:
-    """The evaluation batch: no augmentation (the centre crop for cached image files)."""
+def _crop_draws(data, rows: np.ndarray, settings: ImageSettings,
+                generator: torch.Generator) -> list[tuple[int, tuple[int, int, int, int], bool]]:
+    """(row, crop box, flip) of each image, drawn in the order of the reference loop: an image's box,
+    then its flip, then the next image's; only the cache's index is read, not the pixels."""
+    draws = []
+    for row in rows:
+        height, width = data.pixels.image(int(row)).shape[:2]
+        box = random_resized_crop_box(height, width, settings, generator)
+        flip = settings.horizontal_flip and torch.rand(1, generator=generator).item() < 0.5
+        draws.append((int(row), box, flip))
+    return draws
+
+
+def _resized_crops_on(device: torch.device, data, draws: list, size: int) -> torch.Tensor:
+    """uint8 crops [B, 3, size, size] (as floats) made on `device`: each crop's region crosses, all in
+    one copy, then is resized (antialiased bilinear, float32, rounded: torchvision's rule off the CPU)
+    and flipped there."""
+    regions = [data.pixels.image(row)[top:top + height, left:left + width]
+               for row, (top, left, height, width), _ in draws]
+    staged = torch.empty(sum(region.size for region in regions), dtype=torch.uint8,
+                         pin_memory=device.type == "cuda")
+    host, offset = staged.numpy(), 0
+    for region in regions:  # straight from the map into the staging memory, nothing else read
+        np.copyto(host[offset:offset + region.size].reshape(region.shape), region)
+        offset += region.size
+    pixels = staged.to(device, non_blocking=True).float()
+    crops, offset = [], 0
+    for region, (_, _, flip) in zip(regions, draws, strict=True):
+        height, width = region.shape[:2]
+        crop = pixels[offset:offset + region.size].view(1, height, width, 3).permute(0, 3, 1, 2)
+        offset += region.size
+        if (height, width) != (size, size):  # torchvision returns a crop of the output size as it is
+            crop = F.interpolate(crop, size=[size, size], mode="bilinear", align_corners=False,
+                                 antialias=True).round_()
+        crops.append(crop[0].flip(-1) if flip else crop[0])
+    return torch.stack(crops)
+
+
+def to_device(batch: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    """`batch` on `device` (None: left where it is); onto a GPU from pinned memory, without waiting."""
+    if device is None:
+        return batch
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
+
+
+def eval_batch(data, items: np.ndarray, settings: ImageSettings,
+               device: torch.device | None = None) -> torch.Tensor:
+    """The evaluation batch: no augmentation (the centre crop for cached image files). On a `device`
+    the uint8 pixels cross and are scaled there, by the same elementwise operations as on the CPU."""
     rows = data.rows[np.asarray(items)]
     if settings.transform == "affine":
-        return normalize(to_float(data.pixels[torch.from_numpy(rows)]), settings)
+        return normalize(to_float(to_device(data.pixels[torch.from_numpy(rows)], device)), settings)
     size = settings.image_size
     crops = []
     for row in rows:
@@ -51,7 +110,7 @@ def eval_batch(data, items: np.ndarray, settings: ImageSettings) -> torch.Tensor
         top = int(round((image.shape[0] - size) / 2.0))  # CenterCrop's rounding
         left = int(round((image.shape[1] - size) / 2.0))
         crops.append(torch.from_numpy(np.array(image[top:top + size, left:left + size])))
-    return _scaled(torch.stack(crops).permute(0, 3, 1, 2), settings)
+    return _scaled(to_device(torch.stack(crops), device).permute(0, 3, 1, 2), settings)
 
 
 def random_resized_crop_box(height: int, width: int, settings: ImageSettings,
