@@ -24,7 +24,15 @@ from harness.jobs import THREADS_PER_TRAINING, Jobs
 from harness.leaderboard import BASELINE, write_leaderboards
 from harness.protocol import Protocol
 from harness.records import environment, new_run_id, newest_complete_runs, save_record
-from harness.search import SearchResult, counted_trials, run_search, search_result, search_target, study_name
+from harness.search import (
+    PRUNED_AFTER_FOLD,
+    SearchResult,
+    counted_trials,
+    run_search,
+    search_result,
+    search_target,
+    study_name,
+)
 from harness.seeding import derive_seed
 from harness.splits import Split, class_disjoint_split
 from harness.studies.storage import Storage, open_storage
@@ -212,6 +220,9 @@ def _search_record(search: SearchResult, store: Storage, protocol: Protocol, spl
     return {"study": search.study_name, "storage": store.shown, "trials_counted": search.trials_counted,
             "best_params": search.best_params, "best_value": search.best_value, "best_trial": search.best_trial,
             "trials": search.trials,
+            "pruned_trials": sum(t["state"] == "PRUNED" for t in search.trials),
+            "fold_trainings_saved": sum(len(split.folds) - 1 - t[PRUNED_AFTER_FOLD] for t in search.trials
+                                        if t["state"] == "PRUNED"),
             "fold_seeds": [derive_seed(protocol.search.seed, "search", f) for f in range(len(split.folds))]}
 
 

@@ -30,9 +30,11 @@ from harness.studies.study import StudyIdentity, claim_worker_index, join_study,
 from harness.train import train_fold
 
 __all__ = ["SearchResult", "run_search", "study_name", "counted_trials", "search_result", "FAIL_REASON",
-           "search_target"]
+           "PRUNED_AFTER_FOLD", "search_target", "pruner"]
 
 log = logging.getLogger("harness")
+
+PRUNED_AFTER_FOLD = "pruned_after_fold"  # user attribute of a pruned trial: the last fold it trained
 
 
 @dataclass(frozen=True)
@@ -83,29 +85,60 @@ def _fold_scores(trial: optuna.Trial, trainval: ImageSet, split: Split, protocol
     (each fold has its own seed, so the figures are the same however many run at once). Folds an
     earlier attempt at this trial finished are kept, not retrained."""
     params = losses.suggest(trial, loss_name)
-    scores, tasks = {}, []
+    folds = len(split.folds)
+    finished, tasks = {}, []  # finished: fold -> (score, best iteration, or None when kept from before)
     for f, fold in enumerate(split.folds):
         key = f"fold{f}_val_map_at_r"
         if key in trial.user_attrs:  # finished by an earlier attempt at this trial: same seed, same figure
-            scores[f] = trial.user_attrs[key]
+            finished[f] = trial.user_attrs[key], None
+        else:
+            tasks.append((f, _train_search_fold, (protocol, loss_name, params, trainval.subset(fold.train),
+                                                  trainval.subset(fold.val), derive_seed(protocol.search.seed,
+                                                                                         "search", f))))
+    scores: dict[int, float] = {}
+
+    def take_in_order() -> None:
+        """Folds enter the trial in order, whichever finished first, so the trial (and a pruning
+        decision after each fold) is the same for any number of jobs."""
+        while (f := len(scores)) < folds and f in finished:
+            score, best_iteration = finished.pop(f)
+            if best_iteration is not None:
+                trial.set_user_attr(f"fold{f}_val_map_at_r", score)
+                trial.set_user_attr(f"fold{f}_best_iteration", best_iteration)
+                bar.set_postfix(trial=trial.number, val_map_at_r=f"{score:.4f}")
+            scores[f] = score
             bar.update()
-            continue
-        tasks.append((f, _train_search_fold, (protocol, loss_name, params, trainval.subset(fold.train),
-                                              trainval.subset(fold.val), derive_seed(protocol.search.seed,
-                                                                                     "search", f))))
+            _report_fold(trial, scores, folds, protocol)
+
+    take_in_order()
     for f, future in jobs.as_completed(tasks):  # leaving the loop early starts no further fold
         try:
-            score, best_iteration = future.result()
+            finished[f] = future.result()
         except TrialFailed as error:
             if isinstance(error, LossRaised):
                 log.error("trial %d, fold %d: %s", trial.number, f, error, exc_info=error.__cause__)
             raise type(error)(f"fold {f}: {error}", error.error) from error.__cause__
-        scores[f] = score
-        trial.set_user_attr(f"fold{f}_val_map_at_r", score)
-        trial.set_user_attr(f"fold{f}_best_iteration", best_iteration)
-        bar.update()
-        bar.set_postfix(trial=trial.number, val_map_at_r=f"{score:.4f}")
-    return float(np.mean([scores[f] for f in range(len(split.folds))]))
+        take_in_order()
+    return float(np.mean([scores[f] for f in range(folds)]))
+
+
+def _report_fold(trial: optuna.Trial, scores: dict[int, float], folds: int, protocol: Protocol) -> None:
+    """Under a pruning protocol, tell the study the running mean after each fold, and stop a trial
+    that cannot keep up (its later folds are never trained)."""
+    if protocol.search.pruner == "none":
+        return
+    step = len(scores) - 1
+    trial.report(float(np.mean(list(scores.values()))), step)
+    if step < folds - 1 and trial.should_prune():
+        trial.set_user_attr(PRUNED_AFTER_FOLD, step)
+        raise optuna.TrialPruned(f"running mean {np.mean(list(scores.values())):.4f} after fold {step}")
+
+
+def pruner(protocol: Protocol) -> optuna.pruners.BasePruner:
+    """The protocol's pruner: none, or the median rule on fold-wise running means."""
+    if protocol.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=protocol.search.pruner_startup_trials, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
 
 
 def _stop_if_every_trial_failed_alike(study: optuna.Study, loss_name: str, target: int) -> None:
@@ -132,6 +165,7 @@ def run_search(trainval: ImageSet, split: Split, protocol: Protocol, loss_name: 
         study.sampler = tpe_sampler(protocol, target=target, trials_so_far=len(study.trials),
                                     worker_index=claim_worker_index(storage, study),
                                     several_workers=storage.several_workers)
+        study.pruner = pruner(protocol)
         bar = tqdm(total=target * len(split.folds), desc=f"search {loss_name}", unit="fold", disable=not progress)
         try:
             while True:

@@ -27,9 +27,10 @@ FAIL_ERROR = "fail_error"  # the exception type and message alone, to tell one r
 
 
 def counts(trial: FrozenTrial) -> bool:
-    """A trial that used up budget: complete, or failed for a reason of its own (a NaN loss, a loss
-    that raised). One failed by an interruption or a dead worker is queued again instead."""
-    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs)
+    """A trial that used up budget: complete, pruned by the protocol's pruner, or failed for a reason of
+    its own (a NaN loss, a loss that raised). One failed by an interruption or a dead worker is queued again instead."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs)
 
 
 def take_trial(storage: Storage, study: optuna.Study, *, budget: int | None) -> optuna.Trial | None:
@@ -54,7 +55,8 @@ def run_trial(storage: Storage, study: optuna.Study, trial: optuna.Trial,
               work: Callable[[optuna.Trial], float]) -> FrozenTrial:
     """Run `work(trial)` with a heartbeat and tell the study how it ended.
 
-    A TrialFailed (a NaN loss, a loss that raised) fails the trial with its reason stored; anything
+    A TrialFailed (a NaN loss, a loss that raised) fails the trial with its reason stored, a
+    TrialPruned prunes it (the protocol's pruner stopped it after a fold); anything
     else (Ctrl-C, SIGTERM, a bug) fails it, queues it again for another worker, and propagates.
     """
     with storage.heartbeat(trial._trial_id), requeue_if_interrupted(study, trial):
@@ -62,6 +64,8 @@ def run_trial(storage: Storage, study: optuna.Study, trial: optuna.Trial,
             value = work(trial)
         except TrialFailed as error:
             return fail_for_good(study, trial, error)
+        except optuna.TrialPruned:
+            return study.tell(trial, state=TrialState.PRUNED)
     return study.tell(trial, value)
 
 
