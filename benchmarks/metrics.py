@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.memory import proc_status_bytes  # noqa: E402
 
-TARGET_VS_PML = 1 / 3
-TARGET_VS_FLOOR = 1.3
+TARGET_VS_PML = 0.2
+TARGET_VS_FLOOR = 0.6
 TARGET_PEAK_BYTES = 1.5e9
 AGREEMENT = 1e-6
 KINDS = ("ours", "floor", "pml")

@@ -10,6 +10,7 @@ embeddings plus per-chunk arrays.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,22 @@ _NORMALISE_BLOCK_VALUES = 1 << 22
 # Cap on chunk rows x neighbours searched per chunk. Reached only when one class is huge (k in the
 # thousands); it then lowers the chunk's row count so a chunk's arrays stay in the hundreds of MB.
 _MAX_NEIGHBOURS_PER_CHUNK = 1 << 22
+# Cap on chunk rows x N similarities on a torch device (1 GB as float32).
+_MAX_SIMILARITIES_PER_CHUNK = 1 << 28
 
 
-def retrieval_metrics(embeddings: Any, labels: Any, *, chunk_size: int = 4096) -> dict[str, float | int]:
+def retrieval_metrics(
+    embeddings: Any, labels: Any, *, chunk_size: int = 4096, device: Any = None
+) -> dict[str, float | int]:
     """Score every sample as a query against all the others (the same-source protocol of CUB, Cars, SOP).
 
     Returns precision_at_1, r_precision, map_at_r (fractions in [0, 1]), n_queries (queries scored)
-    and n_singletons (queries left out because their class has no other sample).
+    and n_singletons (queries left out because their class has no other sample). The search runs
+    on `device` (a torch device), by default on the GPU that CUDA embeddings are on, else with FAISS.
     """
-    return _same_source(embeddings, labels, chunk_size, "embeddings", "labels")
+    if device is None:
+        device = _cuda_device_of(embeddings)
+    return _same_source(embeddings, labels, chunk_size, "embeddings", "labels", device)
 
 
 def retrieval_metrics_query_reference(
@@ -92,7 +100,9 @@ def score_files(embeddings_path: Path, labels_path: Path) -> dict[str, float | i
 # --------------------------------------------------------------------------------------------- scoring
 
 
-def _same_source(embeddings: Any, labels: Any, chunk_size: int, emb_name: str, lab_name: str) -> dict[str, float | int]:
+def _same_source(
+    embeddings: Any, labels: Any, chunk_size: int, emb_name: str, lab_name: str, device: Any = None
+) -> dict[str, float | int]:
     """retrieval_metrics with the names its errors use: arguments, or the files they came from."""
     _check_chunk_size(chunk_size)
     emb = _as_embedding_matrix(embeddings, emb_name)
@@ -110,7 +120,7 @@ def _same_source(embeddings: Any, labels: Any, chunk_size: int, emb_name: str, l
             f"{lab_name}: all {len(codes)} samples are alone in their class, so no query has anything to retrieve"
         )
     k = int(relevant.max())
-    return _score(x, codes, x, codes, relevant, k, same_source=True, chunk_size=chunk_size)
+    return _score(x, codes, x, codes, relevant, k, same_source=True, chunk_size=chunk_size, device=device)
 
 
 def _score(
@@ -123,30 +133,26 @@ def _score(
     *,
     same_source: bool,
     chunk_size: int,
+    device: Any = None,
 ) -> dict[str, float | int]:
-    """Search query chunks and accumulate the three metrics; no per-query Python loop."""
+    """Search, then accumulate the three metrics chunk by chunk; no per-query Python loop."""
     n = len(xq)
-    k_search = k + 1 if same_source else k  # one extra: the query finds itself
     # 4096 rows by default: FAISS scans the database per block of queries anyway, so chunks cost
     # no speed against one call of all N (measured), while they bound memory when k is large.
-    rows = max(1, min(chunk_size, _MAX_NEIGHBOURS_PER_CHUNK // k_search))
+    rows = max(1, min(chunk_size, _MAX_NEIGHBOURS_PER_CHUNK // (k + 1 if same_source else k)))
+    if device is not None:
+        chunks = _torch_search(xq, relevant, k, rows, device)
+    else:
+        chunks = _faiss_search(xq, xr, relevant, k, rows, same_source)
     r_codes = r_codes.astype(np.int32) if r_codes.max() < 2**31 else r_codes
     ranks = np.arange(1, k + 1, dtype=np.float64)
     sum_p1 = sum_rp = sum_ap = 0.0
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
+    for start, nbr in chunks:
+        stop = start + len(nbr)
         r = relevant[start:stop]
         keep = r > 0
         if not keep.any():
-            continue  # a chunk of singletons: nothing to score, skip the search
-        # faiss.knn runs knn_inner_product, the very search IndexFlatIP.search runs, but on our
-        # array in place: an index would copy all embeddings once more. Inner product rather than
-        # L2: on unit vectors both are exact and rank alike, and IP skips the norm terms (4.0 s vs
-        # 4.5 s for SOP-sized data on 2 cores). Float32 rounding differs between the two, so at
-        # similarity gaps of ~1e-7 a neighbour pair may order differently than PML's default L2.
-        _, nbr = faiss.knn(xq[start:stop], xr, k_search, metric=faiss.METRIC_INNER_PRODUCT)
-        if same_source:
-            nbr = _drop_self(nbr, start)
+            continue
         if not keep.all():
             nbr, r = nbr[keep], r[keep]
             q = q_codes[start:stop][keep]
@@ -169,6 +175,41 @@ def _score(
         "n_queries": n_scored,
         "n_singletons": int(n - n_scored),
     }
+
+
+def _faiss_search(
+    xq: np.ndarray, xr: np.ndarray, relevant: np.ndarray, k: int, rows: int, same_source: bool
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, neighbours) per chunk of queries, searched by FAISS on the CPU."""
+    k_search = k + 1 if same_source else k  # one extra: the query finds itself
+    for start in range(0, len(xq), rows):
+        if not relevant[start : start + rows].any():
+            continue  # a chunk of singletons: nothing to score, skip the search
+        # faiss.knn runs knn_inner_product, the very search IndexFlatIP.search runs, but on our
+        # array in place: an index would copy all embeddings once more. Inner product rather than
+        # L2: on unit vectors both are exact and rank alike, and IP skips the norm terms. Float32
+        # rounding differs between the two, so at similarity gaps of ~1e-7 a neighbour pair may
+        # order differently than PML's default L2.
+        _, nbr = faiss.knn(xq[start : start + rows], xr, k_search, metric=faiss.METRIC_INNER_PRODUCT)
+        yield start, _drop_self(nbr, start) if same_source else nbr
+
+
+def _torch_search(
+    x: np.ndarray, relevant: np.ndarray, k: int, rows: int, device: Any
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, neighbours) per chunk, searched on a torch device by matrix product and top-k."""
+    import torch  # only here: the CPU path never needs torch
+
+    on_device = torch.from_numpy(x).to(device)
+    rows = max(1, min(rows, _MAX_SIMILARITIES_PER_CHUNK // len(x)))
+    for start in range(0, len(x), rows):
+        stop = min(len(x), start + rows)
+        if not relevant[start:stop].any():
+            continue
+        similarities = on_device[start:stop] @ on_device.T
+        own = torch.arange(stop - start, device=on_device.device)
+        similarities[own, own + start] = -torch.inf  # the query is never its own neighbour
+        yield start, similarities.topk(k, dim=1).indices.cpu().numpy()
 
 
 def _drop_self(nbr: np.ndarray, start: int) -> np.ndarray:
@@ -201,6 +242,14 @@ def _to_numpy(obj: Any) -> np.ndarray:
         except TypeError:  # bfloat16 and other dtypes numpy lacks
             return t.float().numpy()
     return np.asarray(obj)
+
+
+def _cuda_device_of(obj: Any) -> Any:
+    """The device of a CUDA tensor, else None: embeddings already on a GPU are searched there."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor) and obj.is_cuda:
+        return obj.device
+    return None
 
 
 def _as_embedding_matrix(obj: Any, name: str) -> np.ndarray:

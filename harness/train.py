@@ -179,8 +179,8 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
         optimizer.step()
         if iteration % budget.validation_interval and iteration != budget.max_iterations:
             continue
-        score = retrieval_metrics(embed(model, val_set, protocol, device=device),
-                                  val_set.labels.numpy())["map_at_r"]
+        score = retrieval_metrics(embed(model, val_set, protocol, device=device), val_set.labels.numpy(),
+                                  device=batch_device)["map_at_r"]  # on a GPU, the kNN search runs there too
         history.append({"iteration": iteration, "loss": float(loss.item()), "val_map_at_r": score})
         if on_validation:
             on_validation(iteration, score)
