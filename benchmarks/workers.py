@@ -2,8 +2,8 @@
 
 Each way runs `harness worker` processes on a fresh journal-file study (Optuna's storage for several
 workers on one machine) with the tiny test protocol and glyphs, until the record is written. The
-machine's cores are split between the workers (OMP_NUM_THREADS = cores / workers), so both ways use
-the same cores. Prints each way's wall time, the 2-worker / 1-worker ratio, and checks that both
+machine's cores are split between the workers (--jobs cores / workers, each training on one thread),
+so both ways use the same cores. Prints each way's wall time, the 2-worker / 1-worker ratio, and checks that both
 ways ran exactly the protocol's trials and the same number of test units.
 
     python benchmarks/workers.py [--trials 6 --reps 2]
@@ -26,14 +26,13 @@ TINY = REPO / "tests" / "tiny.toml"
 
 
 def _run_workers(workers: int, *, trials: int, reps: int, data_root: Path, work: Path) -> tuple[float, dict]:
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    jobs = max(1, len(os.sched_getaffinity(0)) // workers)
     command = [sys.executable, "-m", "harness.cli", "worker", "--loss", "batch_hard", "--protocol", str(TINY),
                "--trials", str(trials), "--reps", str(reps), "--data-root", str(data_root),
                "--results", str(work / "results"), "--reports", str(work / "reports"),
-               "--storage", f"journal:{work / 'results' / 'studies.journal'}", "--no-progress"]
+               "--storage", f"journal:{work / 'results' / 'studies.journal'}", "--no-progress", "--jobs", str(jobs)]
     started = time.perf_counter()
-    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
     for process in processes:
         _, err = process.communicate()
