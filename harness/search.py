@@ -127,11 +127,11 @@ def _report_fold(trial: optuna.Trial, scores: dict[int, float], folds: int, prot
     that cannot keep up (its later folds are never trained)."""
     if protocol.search.pruner == "none":
         return
-    step = len(scores) - 1
-    trial.report(float(np.mean(list(scores.values()))), step)
+    step, running_mean = len(scores) - 1, float(np.mean(list(scores.values())))
+    trial.report(running_mean, step)
     if step < folds - 1 and trial.should_prune():
         trial.set_user_attr(PRUNED_AFTER_FOLD, step)
-        raise optuna.TrialPruned(f"running mean {np.mean(list(scores.values())):.4f} after fold {step}")
+        raise optuna.TrialPruned(f"running mean {running_mean:.4f} after fold {step}")
 
 
 def pruner(protocol: Protocol) -> optuna.pruners.BasePruner:
