@@ -2,15 +2,24 @@
 
 Precision@1, R-precision and MAP@R from an exact k-nearest-neighbour search on L2-normalised
 embeddings (cosine similarity), with k = the largest number of same-class items any query can
-retrieve. Built for the largest test sets (SOP: 60,502 x 128, 11,316 classes): queries are searched
-in chunks and scored with vectorised numpy per chunk, so memory stays at one float32 copy of the
-embeddings plus per-chunk arrays.
+retrieve. Built for the largest test sets (SOP: 60,502 x 128, 11,316 classes): neighbours are scored
+with vectorised numpy per chunk of queries, so memory stays at one float32 copy of the embeddings
+plus per-chunk arrays.
+
+Three exact searches, all ranking by inner product of the unit vectors:
+  faiss      - FAISS's flat search, chunk by chunk of queries (the default below SYMMETRIC_MIN_N);
+  symmetric  - harness.symmetric_knn, each similarity computed once for both its queries (half the
+               products; the default for same-source sets of SYMMETRIC_MIN_N and more);
+  torch      - matrix product and top-k on a torch device, used where the embeddings already are.
+They agree but for neighbours whose similarities lie within float32 rounding (about 1e-7) of each
+other, which each search may order differently.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +37,31 @@ _NORMALISE_BLOCK_VALUES = 1 << 22
 _MAX_NEIGHBOURS_PER_CHUNK = 1 << 22
 # Cap on chunk rows x N similarities on a torch device (1 GB as float32).
 _MAX_SIMILARITIES_PER_CHUNK = 1 << 28
+# Same-source sets from this size on are searched with the symmetric search. Below it the search
+# costs well under a second either way, and FAISS's search, with which every committed record under
+# results/ was made, keeps their figures exactly as they are.
+SYMMETRIC_MIN_N = 16384
+# Cap on the symmetric search's heaps (k neighbours per query and thread); above it, as when one
+# class holds thousands of samples, the chunked FAISS search is used.
+_MAX_HEAP_BYTES = 1 << 28
+SEARCHES = ("auto", "faiss", "symmetric")
 
 
 def retrieval_metrics(
-    embeddings: Any, labels: Any, *, chunk_size: int = 4096, device: Any = None
+    embeddings: Any, labels: Any, *, chunk_size: int = 4096, device: Any = None, search: str = "auto"
 ) -> dict[str, float | int]:
     """Score every sample as a query against all the others (the same-source protocol of CUB, Cars, SOP).
 
     Returns precision_at_1, r_precision, map_at_r (fractions in [0, 1]), n_queries (queries scored)
     and n_singletons (queries left out because their class has no other sample). The search runs
-    on `device` (a torch device), by default on the GPU that CUDA embeddings are on, else with FAISS.
+    on `device` (a torch device), by default on the GPU that CUDA embeddings are on, else on the
+    CPU with `search`: "faiss", "symmetric", or "auto" (symmetric from SYMMETRIC_MIN_N samples on).
     """
+    if search not in SEARCHES:
+        raise HarnessError(f"unknown search {search!r}; known: {', '.join(SEARCHES)}")
     if device is None:
         device = _cuda_device_of(embeddings)
-    return _same_source(embeddings, labels, chunk_size, "embeddings", "labels", device)
+    return _same_source(embeddings, labels, chunk_size, "embeddings", "labels", device, search)
 
 
 def retrieval_metrics_query_reference(
@@ -101,7 +121,13 @@ def score_files(embeddings_path: Path, labels_path: Path) -> dict[str, float | i
 
 
 def _same_source(
-    embeddings: Any, labels: Any, chunk_size: int, emb_name: str, lab_name: str, device: Any = None
+    embeddings: Any,
+    labels: Any,
+    chunk_size: int,
+    emb_name: str,
+    lab_name: str,
+    device: Any = None,
+    search: str = "auto",
 ) -> dict[str, float | int]:
     """retrieval_metrics with the names its errors use: arguments, or the files they came from."""
     _check_chunk_size(chunk_size)
@@ -120,7 +146,16 @@ def _same_source(
             f"{lab_name}: all {len(codes)} samples are alone in their class, so no query has anything to retrieve"
         )
     k = int(relevant.max())
-    return _score(x, codes, x, codes, relevant, k, same_source=True, chunk_size=chunk_size, device=device)
+    if search == "auto":
+        search = "symmetric" if len(x) >= SYMMETRIC_MIN_N else "faiss"
+    if search == "symmetric":
+        from harness.symmetric_knn import heap_bytes  # only here: numba's import takes a third of a second
+
+        if heap_bytes(len(x), k, faiss.omp_get_max_threads()) > _MAX_HEAP_BYTES:
+            search = "faiss"
+    return _score(
+        x, codes, x, codes, relevant, k, same_source=True, chunk_size=chunk_size, device=device, search=search
+    )
 
 
 def _score(
@@ -134,6 +169,7 @@ def _score(
     same_source: bool,
     chunk_size: int,
     device: Any = None,
+    search: str = "faiss",
 ) -> dict[str, float | int]:
     """Search, then accumulate the three metrics chunk by chunk; no per-query Python loop."""
     n = len(xq)
@@ -142,6 +178,8 @@ def _score(
     rows = max(1, min(chunk_size, _MAX_NEIGHBOURS_PER_CHUNK // (k + 1 if same_source else k)))
     if device is not None:
         chunks = _torch_search(xq, relevant, k, rows, device)
+    elif same_source and search == "symmetric":
+        chunks = _symmetric_search(xq, k, rows)
     else:
         chunks = _faiss_search(xq, xr, relevant, k, rows, same_source)
     r_codes = r_codes.astype(np.int32) if r_codes.max() < 2**31 else r_codes
@@ -192,6 +230,15 @@ def _faiss_search(
         # order differently than PML's default L2.
         _, nbr = faiss.knn(xq[start : start + rows], xr, k_search, metric=faiss.METRIC_INNER_PRODUCT)
         yield start, _drop_self(nbr, start) if same_source else nbr
+
+
+def _symmetric_search(x: np.ndarray, k: int, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, neighbours) per chunk of queries, from one symmetric search of all of them."""
+    from harness.symmetric_knn import symmetric_knn
+
+    _, nbr = symmetric_knn(x, k, threads=faiss.omp_get_max_threads())
+    for start in range(0, len(x), rows):
+        yield start, nbr[start : start + rows]
 
 
 def _torch_search(
@@ -304,12 +351,14 @@ def _unit_rows(arr: np.ndarray, name: str) -> np.ndarray:
     """The one float32 copy of the embeddings, each row scaled to unit L2 norm.
 
     Works block by block in float64 and divides by the row's largest magnitude before taking the
-    norm, so huge or tiny finite values neither overflow nor underflow.
+    norm, so huge or tiny finite values neither overflow nor underflow. Blocks run on FAISS's
+    thread count (numpy releases the GIL); each block's arithmetic is the same on any thread.
     """
     n, d = arr.shape
     out = np.empty((n, d), dtype=np.float32)
     block = max(1, _NORMALISE_BLOCK_VALUES // d)
-    for start in range(0, n, block):
+
+    def normalise(start: int) -> None:
         b = np.array(arr[start : start + block], dtype=np.float64)
         finite = np.isfinite(b)
         if not finite.all():
@@ -322,6 +371,17 @@ def _unit_rows(arr: np.ndarray, name: str) -> np.ndarray:
         b /= peak[:, None]
         b /= np.sqrt(np.einsum("ij,ij->i", b, b))[:, None]
         out[start : start + len(b)] = b
+
+    starts = range(0, n, block)
+    threads = min(len(starts), faiss.omp_get_max_threads())
+    if threads == 1:
+        for start in starts:
+            normalise(start)
+    else:
+        # In order of rows: map's results are read in order, so the first bad row is the one named.
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for _ in pool.map(normalise, starts):
+                pass
     return out
 
 

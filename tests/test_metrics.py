@@ -14,6 +14,9 @@ from harness.metrics import retrieval_metrics, retrieval_metrics_query_reference
 
 EXACT = 1e-12
 KEYS = ("precision_at_1", "r_precision", "map_at_r")
+# The same-source CPU searches; tests that take `search` run with each (auto picks by size).
+CPU_SEARCHES = ("faiss", "symmetric")
+by_search = pytest.mark.parametrize("search", CPU_SEARCHES)
 
 
 def on_circle(degrees: list[float]) -> np.ndarray:
@@ -45,7 +48,8 @@ def same(a: dict, b: dict, tol: float = EXACT) -> None:
 # ------------------------------------------------------------------------------------ hand-computed
 
 
-def test_hand_two_classes():
+@by_search
+def test_hand_two_classes(search):
     # Angles (label): p0 0 (a), p1 10 (a), p2 25 (b), p3 45 (a), p4 100 (b). k = 3 - 1 = 2.
     # Neighbours by angle gap, then the first R labels:
     #   p0 a R=2: p1 10, p2 25, p3 45, p4 100 -> [a, b]: P@1 1, RP 1/2, AP (1/1)/2 = 1/2
@@ -55,7 +59,7 @@ def test_hand_two_classes():
     #   p4 b R=1: p3 55, p2 75, p1 90, p0 100 -> [a]:    0, 0, 0
     # P@1 = 2/5, RP = 1.5/5 = 0.3, MAP@R = 1.25/5 = 0.25
     x = on_circle([0, 10, 25, 45, 100])
-    out = retrieval_metrics(x, np.array([0, 0, 1, 0, 1]))
+    out = retrieval_metrics(x, np.array([0, 0, 1, 0, 1]), search=search)
     assert out == {
         "precision_at_1": pytest.approx(0.4, abs=EXACT),
         "r_precision": pytest.approx(0.3, abs=EXACT),
@@ -67,7 +71,8 @@ def test_hand_two_classes():
     assert type(out["n_queries"]) is int and type(out["n_singletons"]) is int
 
 
-def test_hand_with_singleton():
+@by_search
+def test_hand_with_singleton(search):
     # Angles (label): q0 0 (a), q1 8 (b), q2 20 (a), q3 35 (c, alone), q4 50 (a), q5 70 (a), q6 95 (b).
     # a has 4 samples (R=3), b has 2 (R=1), c has 1: q3 is left out as a query but stays a neighbour.
     #   q0 a: q1 8 b, q2 20 a, q3 35 c        -> [b, a, c]: P@1 0, RP 1/3, AP (1/2)/3 = 1/6
@@ -78,7 +83,7 @@ def test_hand_with_singleton():
     #   q6 b: q5 25 a                         -> [a]:       0, 0, 0
     # Six queries: P@1 = 1/6, RP = (5/3)/6 = 5/18, MAP@R = (3/18 + 2/18 + 7/18 + 6/18)/6 = 1/6
     x = on_circle([0, 8, 20, 35, 50, 70, 95])
-    out = retrieval_metrics(x, np.array(["a", "b", "a", "c", "a", "a", "b"]))
+    out = retrieval_metrics(x, np.array(["a", "b", "a", "c", "a", "a", "b"]), search=search)
     assert out["precision_at_1"] == pytest.approx(1 / 6, abs=EXACT)
     assert out["r_precision"] == pytest.approx(5 / 18, abs=EXACT)
     assert out["map_at_r"] == pytest.approx(1 / 6, abs=EXACT)
@@ -100,9 +105,10 @@ def test_hand_query_reference():
     assert (out["n_queries"], out["n_singletons"]) == (2, 1)
 
 
-def test_perfect_separation_scores_one():
+@by_search
+def test_perfect_separation_scores_one(search):
     x = on_circle([0, 1, 2, 120, 121, 240, 241, 242, 243])
-    out = retrieval_metrics(x, np.array([0, 0, 0, 1, 1, 2, 2, 2, 2]))
+    out = retrieval_metrics(x, np.array([0, 0, 0, 1, 1, 2, 2, 2, 2]), search=search)
     assert [out[key] for key in KEYS] == [1.0, 1.0, 1.0]
 
 
@@ -113,9 +119,10 @@ def test_drop_self_keeps_other_columns():
     assert metrics._drop_self(np.array([[0, 5, 6], [7, 8, 9]]), 0).tolist() == [[5, 6], [7, 8]]
 
 
-def test_exact_duplicates_are_scored():
+@by_search
+def test_exact_duplicates_are_scored(search):
     x = np.repeat(on_circle([0, 90]), [5, 3], axis=0)
-    out = retrieval_metrics(x, np.array([0] * 5 + [1] * 3))
+    out = retrieval_metrics(x, np.array([0] * 5 + [1] * 3), search=search)
     assert [out[key] for key in KEYS] == [1.0, 1.0, 1.0]
 
 
@@ -150,9 +157,10 @@ def pml(query, query_labels, reference=None, reference_labels=None) -> dict:
 @pytest.mark.parametrize(
     ("seed", "n", "dim", "max_size"), [(0, 200, 8, 4), (1, 700, 16, 6), (2, 1500, 32, 9), (3, 3000, 64, 12)]
 )
-def test_matches_pml_same_source(seed, n, dim, max_size):
+@by_search
+def test_matches_pml_same_source(seed, n, dim, max_size, search):
     x, y = clustered(seed, n, dim, max_size)
-    ours = retrieval_metrics(x, y)
+    ours = retrieval_metrics(x, y, search=search)
     assert ours["n_singletons"] > 0  # the data must exercise the singleton rule
     assert 0.05 < ours["map_at_r"] < 0.95  # and not be trivial
     theirs = pml(x, y)
@@ -267,6 +275,48 @@ def test_neighbour_cap_shrinks_chunks(base, monkeypatch):
     same(retrieval_metrics(x, y), expected)
 
 
+@pytest.mark.parametrize("search", CPU_SEARCHES)
+def test_search_choice_agrees_on_continuous_data(base, search):
+    x, y, expected = base  # auto: FAISS at this size
+    same(retrieval_metrics(x, y, search=search), expected)
+
+
+def spy_searches(monkeypatch) -> list[str]:
+    used: list[str] = []
+    for name in ("_faiss_search", "_symmetric_search"):
+        original = getattr(metrics, name)
+
+        def spy(*args, _original=original, _name=name):
+            used.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(metrics, name, spy)
+    return used
+
+
+def test_auto_search_is_symmetric_from_its_threshold_on(base, monkeypatch):
+    x, y, expected = base
+    used = spy_searches(monkeypatch)
+    retrieval_metrics(x, y)
+    monkeypatch.setattr(metrics, "SYMMETRIC_MIN_N", len(x))
+    same(retrieval_metrics(x, y), expected)
+    assert used == ["_faiss_search", "_symmetric_search"]
+
+
+def test_symmetric_search_falls_back_to_faiss_when_its_heaps_are_too_big(base, monkeypatch):
+    x, y, expected = base
+    used = spy_searches(monkeypatch)
+    monkeypatch.setattr(metrics, "_MAX_HEAP_BYTES", 1000)
+    same(retrieval_metrics(x, y, search="symmetric"), expected)
+    assert used == ["_faiss_search"]
+
+
+def test_unknown_search_lists_the_known_ones(base):
+    x, y, _ = base
+    with pytest.raises(HarnessError, match="unknown search 'fast'; known: auto, faiss, symmetric"):
+        retrieval_metrics(x, y, search="fast")
+
+
 def test_input_is_not_modified(base):
     x, y, _ = base
     x2, y2 = x * 3, y.copy()
@@ -304,6 +354,23 @@ def test_non_finite_names_row(bad):
     x[2, 1] = bad
     with pytest.raises(HarnessError, match="embeddings: row 2 holds a non-finite value"):
         retrieval_metrics(x, np.array([0, 0, 1, 1]))
+
+
+def test_blocks_normalised_on_threads_give_the_same_rows_and_name_the_first_bad_one(monkeypatch):
+    faiss = pytest.importorskip("faiss")
+    x = np.random.default_rng(0).standard_normal((40, 3)) * 1e3
+    whole = metrics._unit_rows(x, "embeddings")
+    monkeypatch.setattr(metrics, "_NORMALISE_BLOCK_VALUES", 9)  # blocks of 3 rows
+    threads = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(2)
+        np.testing.assert_array_equal(metrics._unit_rows(x, "embeddings"), whole)
+        x[31] = 0
+        x[7, 2] = np.nan
+        with pytest.raises(HarnessError, match="embeddings: row 7 holds a non-finite value"):
+            metrics._unit_rows(x, "embeddings")
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def test_zero_row_names_row():
@@ -402,10 +469,15 @@ def test_query_gallery_test_stage_scores_queries_against_the_gallery_only():
     embeddings = rng.normal(size=(12, 4)).astype(np.float32)
     labels = np.repeat(np.arange(4), 3)
     roles = np.array(["query", "gallery", "gallery"] * 4)
-    test = ImageSet("inshop", "v", None, np.arange(12), torch.from_numpy(labels), tuple("abcd"), channels=3,
-                    roles=roles)
-    expected = retrieval_metrics_query_reference(embeddings[roles == "query"], labels[roles == "query"],
-                                                 embeddings[roles == "gallery"], labels[roles == "gallery"])
+    test = ImageSet(
+        "inshop", "v", None, np.arange(12), torch.from_numpy(labels), tuple("abcd"), channels=3, roles=roles
+    )
+    expected = retrieval_metrics_query_reference(
+        embeddings[roles == "query"],
+        labels[roles == "query"],
+        embeddings[roles == "gallery"],
+        labels[roles == "gallery"],
+    )
     assert _scores(embeddings, test) == {m: expected[m] for m in ("precision_at_1", "r_precision", "map_at_r")}
     same_source = retrieval_metrics(embeddings, labels)
     assert _scores(embeddings, test) != {m: same_source[m] for m in ("precision_at_1", "r_precision", "map_at_r")}
