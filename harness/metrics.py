@@ -41,8 +41,8 @@ _MAX_SIMILARITIES_PER_CHUNK = 1 << 28
 # costs well under a second either way, and FAISS's search, with which every committed record under
 # results/ was made, keeps their figures exactly as they are.
 SYMMETRIC_MIN_N = 16384
-# Cap on the symmetric search's heaps (k neighbours per query and thread); above it, as when one
-# class holds thousands of samples, the chunked FAISS search is used.
+# Cap on the symmetric search's heaps (k neighbours per query); above it, as when one class holds
+# thousands of samples, the chunked FAISS search is used.
 _MAX_HEAP_BYTES = 1 << 28
 SEARCHES = ("auto", "faiss", "symmetric")
 
@@ -151,7 +151,7 @@ def _same_source(
     if search == "symmetric":
         from harness.symmetric_knn import heap_bytes  # only here: numba's import takes a third of a second
 
-        if heap_bytes(len(x), k, faiss.omp_get_max_threads()) > _MAX_HEAP_BYTES:
+        if heap_bytes(len(x), k) > _MAX_HEAP_BYTES:
             search = "faiss"
     return _score(
         x, codes, x, codes, relevant, k, same_source=True, chunk_size=chunk_size, device=device, search=search

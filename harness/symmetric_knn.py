@@ -13,13 +13,15 @@ order FAISS's heaps give). Each similarity is one float32 product summed by BLAS
 rounding differs from FAISS's own BLAS call in the last bits, so near-tied neighbours (gaps of
 about 1e-7) can come out in the other order than FAISS's search gives.
 
-Threads: each worker thread multiplies its own tiles with single-threaded BLAS and keeps its own
-heaps for all N queries; the heaps are merged at the end, so the result does not depend on the
-number of threads or on which thread ran which tile.
+Threads: one set of heaps, shared. A tile touches the heaps of its two blocks of queries only, so
+the threads (each multiplying with single-threaded BLAS) take tiles whose blocks no other thread
+holds. Which thread ran which tile, and in which order, changes only the heaps' internal layout:
+the order above is total, so each query's k best are one set, sorted at the end.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -39,80 +41,84 @@ STRIP = 256
 # and only the set bits are visited.
 _STEP = 64
 _NO_ID = np.iinfo(np.int64).max
+# The compiled functions have explicit signatures, so numba compiles them, or loads them from its
+# cache, at import (about a third of a second) rather than inside the first search.
+_TILE_SIGNATURE = "void(f4[:, ::1], i8, i8, f4[:, ::1], i8[:, ::1], f4[::1])"
 
 
-def heap_bytes(n: int, k: int, threads: int) -> int:
-    """Peak memory of the heaps: a float32 similarity and an int64 index per query and neighbour, for
-    each thread's heaps and the diagonal pass's."""
-    return n * k * 12 * (threads + 1)
+def heap_bytes(n: int, k: int) -> int:
+    """Memory of the heaps: a float32 similarity and an int64 index per query and neighbour."""
+    return n * k * 12
 
 
 def symmetric_knn(x: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, indices), each [N, k]: each row's k nearest other rows of x by inner product.
 
-    x is C-contiguous float32 [N, D] with N > k. The query itself is never among its neighbours.
+    x is float32 [N, D] with N > k. The query itself is never among its neighbours.
     """
     n = len(x)
     if not 0 < k < n:
         raise ValueError(f"k must lie in [1, N - 1] = [1, {n - 1}], got {k}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    starts = list(range(0, n, TILE))
-    diagonal = [(a, a) for a in starts]
-    off_diagonal = [(a, b) for ai, a in enumerate(starts) for b in starts[ai + 1 :]]
+    starts = range(0, n, TILE)
+    # The diagonal tiles first: they give every query k candidates at once, so that its k-th best
+    # so far filters the off-diagonal tiles from their first value on.
+    tiles = [(a, a) for a in starts] + [(a, b) for a in starts for b in starts if b > a]
+    schedule = _BlockSchedule(tiles)
+    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    ids = np.full((n, k), _NO_ID, dtype=np.int64)
+    thresholds = np.full(n, -np.inf, dtype=np.float32)  # each heap's root, the value to reach
+
+    def work() -> None:
+        gram = np.empty(STRIP * TILE, dtype=np.float32)
+        tile = schedule.take()
+        while tile is not None:
+            a, b = tile
+            cols = x[b : b + TILE].T
+            for r0 in range(a, min(a + TILE, n), STRIP):
+                rows = x[r0 : min(r0 + STRIP, a + TILE)]
+                g = gram[: len(rows) * cols.shape[1]].reshape(len(rows), cols.shape[1])  # C-contiguous
+                np.matmul(rows, cols, out=g)
+                if a == b:
+                    _select_diagonal_tile(g, r0, b, sims, ids, thresholds)
+                else:
+                    _select_tile(g, r0, b, sims, ids, thresholds)
+            tile = schedule.take(done=tile)
+
     threads = max(1, min(threads, len(starts)))
-    no_bound = np.full(n, -np.inf, dtype=np.float32)
-
-    def run(tiles: list[tuple[int, int]], bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of each query among the pairs these tiles hold, the threads splitting the tiles."""
-        heaps = [_empty_heaps(n, k, bound) for _ in range(threads)]
-
-        def work(t: int) -> None:
-            sims, ids, thresholds = heaps[t]
-            gram = np.empty((STRIP, TILE), dtype=np.float32)
-            for a, b in tiles[t::threads]:
-                cols = x[b : b + TILE].T
-                for r0 in range(a, min(a + TILE, n), STRIP):
-                    rows = x[r0 : min(r0 + STRIP, a + TILE)]
-                    g = gram[: len(rows), : cols.shape[1]]
-                    np.matmul(rows, cols, out=g)
-                    if a == b:
-                        _select_diagonal_tile(g, r0, b, sims, ids, thresholds, bound)
-                    else:
-                        _select_tile(g, r0, b, sims, ids, thresholds, bound)
-
+    with threadpool_limits(limits=1, user_api="blas"):
         if threads == 1:
-            work(0)
+            work()
         else:
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(work, range(threads)))
-        sims, ids, _ = heaps[0]
-        for other_sims, other_ids, _ in heaps[1:]:
-            _merge_heaps(sims, ids, other_sims, other_ids)
-        return sims, ids
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        # The diagonal tiles first: they give every query k candidates, so that its k-th best so
-        # far filters the off-diagonal tiles from their first value on. Tiles hold disjoint pairs,
-        # so the two passes' heaps merge without duplicates.
-        sims, ids = run(diagonal, no_bound)
-        if off_diagonal:
-            bound = np.ascontiguousarray(sims[:, 0])
-            off_sims, off_ids = run(off_diagonal, bound)
-            _merge_heaps(sims, ids, off_sims, off_ids)
+                for future in [pool.submit(work) for _ in range(threads)]:
+                    future.result()
     _sort_heaps(sims, ids)
     return sims, ids
 
 
-def _empty_heaps(n: int, k: int, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per query a min-heap of its k best so far (root: the worst of them), and its entry threshold.
+class _BlockSchedule:
+    """Hands out tiles in their order, skipping ahead past any whose blocks another thread holds."""
 
-    A value enters a query's heap only if it is at least the threshold: the larger of the root's
-    similarity and the query's bound, a k-th best the query already has elsewhere.
-    """
-    sims = np.full((n, k), -np.inf, dtype=np.float32)
-    ids = np.full((n, k), _NO_ID, dtype=np.int64)
-    thresholds = bound.copy()
-    return sims, ids, thresholds
+    def __init__(self, tiles: list[tuple[int, int]]) -> None:
+        self._pending = list(tiles)
+        self._busy: set[int] = set()
+        self._changed = threading.Condition()
+
+    def take(self, done: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """Release `done`'s blocks and return the next tile whose blocks are free (None: no tiles left)."""
+        with self._changed:
+            if done is not None:
+                self._busy.difference_update(done)
+                self._changed.notify_all()
+            while self._pending:
+                for i, tile in enumerate(self._pending):
+                    if not self._busy.intersection(tile):
+                        del self._pending[i]
+                        self._busy.update(tile)
+                        return tile
+                self._changed.wait()
+            return None
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -122,7 +128,7 @@ def _worse(s1, i1, s2, i2):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _push(sims, ids, thresholds, bound, q, s, j):
+def _push(sims, ids, thresholds, q, s, j):
     """Offer neighbour j with similarity s to query q's heap; it enters if it beats the root.
 
     Inlined, and indexing the 2-D arrays directly: a call or a row view would cost reference
@@ -146,11 +152,11 @@ def _push(sims, ids, thresholds, bound, q, s, j):
         pos = child
     sims[q, pos] = s
     ids[q, pos] = j
-    thresholds[q] = max(sims[q, 0], bound[q])
+    thresholds[q] = sims[q, 0]
 
 
-@njit(nogil=True, cache=True)
-def _select_tile(g, a, b, sims, ids, thresholds, bound):
+@njit(_TILE_SIGNATURE, nogil=True, cache=True)
+def _select_tile(g, a, b, sims, ids, thresholds):
     """Offer every value of the tile g = x[a:] @ x[b:].T to its row's and its column's heap.
 
     A row's threshold only rises within a step and each column is offered once per row, so a
@@ -178,13 +184,13 @@ def _select_tile(g, a, b, sims, ids, thresholds, bound):
                 bits &= bits - np.uint64(1)
                 s = row[c]
                 if s >= thresholds[q]:
-                    _push(sims, ids, thresholds, bound, q, s, b + c)
+                    _push(sims, ids, thresholds, q, s, b + c)
                 if s >= col_thr[c]:
-                    _push(sims, ids, thresholds, bound, b + c, s, q)
+                    _push(sims, ids, thresholds, b + c, s, q)
 
 
-@njit(nogil=True, cache=True)
-def _select_diagonal_tile(g, a, b, sims, ids, thresholds, bound):
+@njit(_TILE_SIGNATURE, nogil=True, cache=True)
+def _select_diagonal_tile(g, a, b, sims, ids, thresholds):
     """Offer every value of g = x[a:] @ x[b:].T, a strip of a diagonal tile, to its row's heap.
 
     The tile's lower half repeats its upper, so the rows take all their columns (but the query
@@ -207,22 +213,10 @@ def _select_diagonal_tile(g, a, b, sims, ids, thresholds, bound):
                 c = c0 + trailing_zeros(bits)
                 bits &= bits - np.uint64(1)
                 if b + c != q and row[c] >= thresholds[q]:
-                    _push(sims, ids, thresholds, bound, q, row[c], b + c)
+                    _push(sims, ids, thresholds, q, row[c], b + c)
 
 
-@njit(nogil=True, cache=True)
-def _merge_heaps(sims, ids, other_sims, other_ids):
-    """Offer every entry of another thread's heaps to these ones."""
-    n, k = sims.shape
-    thresholds = sims[:, 0].copy()
-    no_bound = np.full(n, -np.inf, dtype=np.float32)
-    for q in range(n):
-        for m in range(k):
-            if other_ids[q, m] != _NO_ID:
-                _push(sims, ids, thresholds, no_bound, q, other_sims[q, m], other_ids[q, m])
-
-
-@njit(nogil=True, cache=True)
+@njit("void(f4[:, ::1], i8[:, ::1])", nogil=True, cache=True)
 def _sort_heaps(sims, ids):
     """Each row from heap order to best-first (similarity down, index up), by insertion sort (k is small)."""
     n, k = sims.shape

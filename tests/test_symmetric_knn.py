@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -92,5 +95,37 @@ def test_k_out_of_range(k):
         symmetric_knn(exact_vectors(0, 7, 3), k)
 
 
-def test_heap_bytes_counts_every_thread_and_the_diagonal_pass():
-    assert sk.heap_bytes(1000, 10, 2) == 1000 * 10 * 12 * 3
+def test_heap_bytes():
+    assert sk.heap_bytes(1000, 10) == 1000 * 10 * 12
+
+
+def test_schedule_hands_out_every_tile_once_and_never_two_that_share_a_block():
+    tiles = [(a, a) for a in range(6)] + [(a, b) for a in range(6) for b in range(6) if b > a]
+    schedule = sk._BlockSchedule(tiles)
+    held: list[int] = []
+    taken: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    clashes = []
+
+    def worker() -> None:
+        tile = schedule.take()
+        while tile is not None:
+            with lock:
+                if set(tile) & set(held):
+                    clashes.append(tile)
+                held.extend(set(tile))
+                taken.append(tile)
+            time.sleep(0.001)
+            with lock:
+                for block in set(tile):
+                    held.remove(block)
+            tile = schedule.take(done=tile)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not clashes
+    assert sorted(taken) == sorted(tiles)
+    assert taken[:3] == [(0, 0), (1, 1), (2, 2)]  # in order while nothing blocks
