@@ -45,23 +45,36 @@ SYMMETRIC_MIN_N = 16384
 # thousands of samples, the chunked FAISS search is used.
 _MAX_HEAP_BYTES = 1 << 28
 SEARCHES = ("auto", "faiss", "symmetric")
+# What per_query=True adds, under "per_query": one array per figure, a row per query in input order.
+#   relevant       R, the samples of the query's class it can retrieve (0: not scored, a singleton)
+#   hit_at_1       whether the first neighbour is of the query's class (P@1 is their mean)
+#   hits_within_r  same-class neighbours among the first R (R-precision: hits_within_r / R)
+#   ap_at_r        the query's AP@R (MAP@R is their mean; NaN where R is 0)
+PER_QUERY = ("relevant", "hit_at_1", "hits_within_r", "ap_at_r")
 
 
 def retrieval_metrics(
-    embeddings: Any, labels: Any, *, chunk_size: int = 4096, device: Any = None, search: str = "auto"
-) -> dict[str, float | int]:
+    embeddings: Any,
+    labels: Any,
+    *,
+    chunk_size: int = 4096,
+    device: Any = None,
+    search: str = "auto",
+    per_query: bool = False,
+) -> dict[str, Any]:
     """Score every sample as a query against all the others (the same-source protocol of CUB, Cars, SOP).
 
     Returns precision_at_1, r_precision, map_at_r (fractions in [0, 1]), n_queries (queries scored)
     and n_singletons (queries left out because their class has no other sample). The search runs
     on `device` (a torch device), by default on the GPU that CUDA embeddings are on, else on the
     CPU with `search`: "faiss", "symmetric", or "auto" (symmetric from SYMMETRIC_MIN_N samples on).
+    per_query adds each query's figures (PER_QUERY), for paired tests between two models.
     """
     if search not in SEARCHES:
         raise HarnessError(f"unknown search {search!r}; known: {', '.join(SEARCHES)}")
     if device is None:
         device = _cuda_device_of(embeddings)
-    return _same_source(embeddings, labels, chunk_size, "embeddings", "labels", device, search)
+    return _same_source(embeddings, labels, chunk_size, "embeddings", "labels", device, search, per_query)
 
 
 def retrieval_metrics_query_reference(
@@ -71,7 +84,8 @@ def retrieval_metrics_query_reference(
     reference_labels: Any,
     *,
     chunk_size: int = 4096,
-) -> dict[str, float | int]:
+    per_query: bool = False,
+) -> dict[str, Any]:
     """Score queries against a separate gallery (In-Shop): a query is never among the references.
 
     R for a query is the number of references of its class; queries whose class has no reference
@@ -104,7 +118,9 @@ def retrieval_metrics_query_reference(
             f"query_labels: none of the {len(q_codes)} queries has a class that occurs in reference_labels"
         )
     k = int(relevant.max())
-    return _score(xq, q_codes, xr, r_codes, relevant, k, same_source=False, chunk_size=chunk_size)
+    return _score(
+        xq, q_codes, xr, r_codes, relevant, k, same_source=False, chunk_size=chunk_size, per_query=per_query
+    )
 
 
 def score_files(embeddings_path: Path, labels_path: Path) -> dict[str, float | int]:
@@ -128,7 +144,8 @@ def _same_source(
     lab_name: str,
     device: Any = None,
     search: str = "auto",
-) -> dict[str, float | int]:
+    per_query: bool = False,
+) -> dict[str, Any]:
     """retrieval_metrics with the names its errors use: arguments, or the files they came from."""
     _check_chunk_size(chunk_size)
     emb = _as_embedding_matrix(embeddings, emb_name)
@@ -154,7 +171,17 @@ def _same_source(
         if heap_bytes(len(x), k) > _MAX_HEAP_BYTES:
             search = "faiss"
     return _score(
-        x, codes, x, codes, relevant, k, same_source=True, chunk_size=chunk_size, device=device, search=search
+        x,
+        codes,
+        x,
+        codes,
+        relevant,
+        k,
+        same_source=True,
+        chunk_size=chunk_size,
+        device=device,
+        search=search,
+        per_query=per_query,
     )
 
 
@@ -170,8 +197,13 @@ def _score(
     chunk_size: int,
     device: Any = None,
     search: str = "faiss",
-) -> dict[str, float | int]:
-    """Search, then accumulate the three metrics chunk by chunk; no per-query Python loop."""
+    per_query: bool = False,
+) -> dict[str, Any]:
+    """Search, then accumulate the three metrics chunk by chunk; no per-query Python loop.
+
+    With per_query, the result also holds each query's figures (see PER_QUERY); the totals are
+    summed exactly as without it, so the three figures stay the same to the last bit.
+    """
     n = len(xq)
     # 4096 rows by default: FAISS scans the database per block of queries anyway, so chunks cost
     # no speed against one call of all N (measured), while they bound memory when k is large.
@@ -185,15 +217,21 @@ def _score(
     r_codes = r_codes.astype(np.int32) if r_codes.max() < 2**31 else r_codes
     ranks = np.arange(1, k + 1, dtype=np.float64)
     sum_p1 = sum_rp = sum_ap = 0.0
+    if per_query:
+        hit_at_1 = np.zeros(n, dtype=bool)
+        hits_within_r = np.zeros(n, dtype=np.int32)
+        ap_at_r = np.full(n, np.nan)
     for start, nbr in chunks:
         stop = start + len(nbr)
         r = relevant[start:stop]
         keep = r > 0
         if not keep.any():
             continue
+        scored = np.arange(start, stop)
         if not keep.all():
             nbr, r = nbr[keep], r[keep]
             q = q_codes[start:stop][keep]
+            scored = scored[keep]
         else:
             q = q_codes[start:stop]
         width = int(r.max())  # ranks at or beyond every row's R never count
@@ -204,15 +242,28 @@ def _score(
         sum_rp += float((found[:, -1] / r).sum())
         # Precision at each relevant rank i is found(i)/i; summed over relevant ranks, divided by R.
         precision_at_hits = np.divide(found, ranks[:width], out=np.zeros(hit.shape), where=hit)
-        sum_ap += float((precision_at_hits.sum(axis=1) / r).sum())
+        ap = precision_at_hits.sum(axis=1) / r
+        sum_ap += float(ap.sum())
+        if per_query:
+            hit_at_1[scored] = hit[:, 0]
+            hits_within_r[scored] = found[:, -1]
+            ap_at_r[scored] = ap
     n_scored = int(np.count_nonzero(relevant))
-    return {
+    result: dict[str, Any] = {
         "precision_at_1": sum_p1 / n_scored,
         "r_precision": sum_rp / n_scored,
         "map_at_r": sum_ap / n_scored,
         "n_queries": n_scored,
         "n_singletons": int(n - n_scored),
     }
+    if per_query:
+        result["per_query"] = {
+            "relevant": relevant.astype(np.int32),
+            "hit_at_1": hit_at_1,
+            "hits_within_r": hits_within_r,
+            "ap_at_r": ap_at_r,
+        }
+    return result
 
 
 def _faiss_search(

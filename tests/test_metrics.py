@@ -106,6 +106,56 @@ def test_hand_query_reference():
 
 
 @by_search
+def test_hand_per_query_figures(search):
+    # The cases of test_hand_two_classes and test_hand_with_singleton, query by query.
+    out = retrieval_metrics(on_circle([0, 10, 25, 45, 100]), np.array([0, 0, 1, 0, 1]), per_query=True, search=search)
+    per = out["per_query"]
+    assert set(per) == set(metrics.PER_QUERY)
+    assert per["relevant"].tolist() == [2, 2, 1, 2, 1]
+    assert per["hit_at_1"].tolist() == [True, True, False, False, False]
+    assert per["hits_within_r"].tolist() == [1, 1, 0, 1, 0]
+    np.testing.assert_allclose(per["ap_at_r"], [1 / 2, 1 / 2, 0, 1 / 4, 0], atol=EXACT)
+    labels = np.array(["a", "b", "a", "c", "a", "a", "b"])
+    per = retrieval_metrics(on_circle([0, 8, 20, 35, 50, 70, 95]), labels, per_query=True, search=search)["per_query"]
+    assert per["relevant"].tolist() == [3, 1, 3, 0, 3, 3, 1]
+    assert per["hit_at_1"][3] == 0 and per["hits_within_r"][3] == 0 and np.isnan(per["ap_at_r"][3])
+    np.testing.assert_allclose(per["ap_at_r"][[0, 1, 2, 4, 5, 6]], [1 / 6, 0, 1 / 9, 7 / 18, 1 / 3, 0], atol=EXACT)
+
+
+def means_of(per: dict) -> dict:
+    scored = per["relevant"] > 0
+    return {
+        "precision_at_1": per["hit_at_1"][scored].mean(),
+        "r_precision": (per["hits_within_r"][scored] / per["relevant"][scored]).mean(),
+        "map_at_r": per["ap_at_r"][scored].mean(),
+    }
+
+
+@pytest.mark.parametrize("search", CPU_SEARCHES)
+def test_per_query_figures_average_to_the_totals_which_they_leave_unchanged(search):
+    x, y = clustered(11, 900, 16)
+    plain = retrieval_metrics(x, y, search=search, chunk_size=100)
+    out = retrieval_metrics(x, y, search=search, chunk_size=100, per_query=True)
+    assert {key: out[key] for key in plain} == plain  # bit for bit
+    means = means_of(out["per_query"])
+    for key in KEYS:
+        assert means[key] == pytest.approx(plain[key], abs=1e-12), key
+    assert np.isnan(out["per_query"]["ap_at_r"]).sum() == plain["n_singletons"]
+
+
+def test_query_reference_per_query_figures():
+    x, y = clustered(12, 600, 16)
+    q, r = slice(0, 200), slice(200, None)
+    plain = retrieval_metrics_query_reference(x[q], y[q], x[r], y[r], chunk_size=64)
+    out = retrieval_metrics_query_reference(x[q], y[q], x[r], y[r], chunk_size=64, per_query=True)
+    assert {key: out[key] for key in plain} == plain
+    assert len(out["per_query"]["ap_at_r"]) == 200
+    means = means_of(out["per_query"])
+    for key in KEYS:
+        assert means[key] == pytest.approx(plain[key], abs=1e-12), key
+
+
+@by_search
 def test_perfect_separation_scores_one(search):
     x = on_circle([0, 1, 2, 120, 121, 240, 241, 242, 243])
     out = retrieval_metrics(x, np.array([0, 0, 0, 1, 1, 2, 2, 2, 2]), search=search)
