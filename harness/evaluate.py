@@ -27,8 +27,10 @@ from tqdm.auto import tqdm
 from harness.atomic import atomic_open
 from harness.data import ImageSet
 from harness.errors import HarnessError, TrialFailed
-from harness.jobs import Jobs
+from harness.jobs import Jobs, training_threads
 from harness.metrics import retrieval_metrics, retrieval_metrics_query_reference
+from harness.per_query import FIGURES as PER_QUERY_FIGURES
+from harness.per_query import array_name
 from harness.protocol import Protocol
 from harness.seeding import derive_seed
 from harness.splits import Split
@@ -43,14 +45,22 @@ METRICS = ("precision_at_1", "r_precision", "map_at_r")
 MODES = ("separated", "concatenated")
 
 
-def _scores(embeddings: np.ndarray, test: ImageSet) -> dict[str, float]:
+def _scores(embeddings: np.ndarray, test: ImageSet, per_query: dict | None = None,
+            mode: str | None = None, rep: int | None = None) -> dict[str, float]:
+    """The three figures; with `per_query` (a dict), each query's figures are added to it as
+    rep<rep>/<mode>/<figure> arrays (harness.per_query), and R per query as "relevant"."""
     labels = test.labels.numpy()
+    want = per_query is not None
     if test.roles is None:
-        result = retrieval_metrics(embeddings, labels)
+        result = retrieval_metrics(embeddings, labels, per_query=want)
     else:
         query, gallery = test.roles == "query", test.roles == "gallery"
         result = retrieval_metrics_query_reference(embeddings[query], labels[query],
-                                                   embeddings[gallery], labels[gallery])
+                                                   embeddings[gallery], labels[gallery], per_query=want)
+    if want:
+        per_query["relevant"] = result["per_query"]["relevant"]
+        for figure in PER_QUERY_FIGURES:
+            per_query[array_name(rep, mode, figure)] = result["per_query"][figure]
     return {m: result[m] for m in METRICS}
 
 
@@ -92,7 +102,8 @@ def _train_test_unit(trainval: ImageSet, test: ImageSet, split: Split, protocol:
                             train_set=trainval.subset(fold.train), val_set=trainval.subset(fold.val), seed=seed)
         model = result.model
         fold_info = {"best_val_map_at_r": result.best_val_map_at_r, "best_iteration": result.best_iteration,
-                     "iterations_run": result.iterations_run}
+                     "iterations_run": result.iterations_run, "collapsed": result.collapsed,
+                     "history": result.history}
     embeddings = embed(model, test, protocol)
     return {"fold": f, "seed": seed, **fold_info, "test": _scores(embeddings, test)}, embeddings
 
@@ -159,9 +170,13 @@ def unit_progress(study: optuna.Study) -> tuple[int, int]:
         (t.user_attrs.get("reproduction"), t.user_attrs.get("fold")) for t in trials})
 
 
-def collect_test(study: optuna.Study, test: ImageSet, protocol: Protocol, split: Split, directory: Path) -> dict:
+def collect_test(study: optuna.Study, test: ImageSet, protocol: Protocol, split: Split, directory: Path,
+                 per_query: dict | None = None) -> dict:
     """The test figures from the finished units: per fold as each unit scored it, concatenated from their
-    saved embeddings; the same figures however many workers ran the units, in whatever order."""
+    saved embeddings; the same figures however many workers ran the units, in whatever order.
+
+    With `per_query` (a dict), every query's figures of every fold model and of the concatenation are
+    added to it (harness.per_query's arrays), scored from the saved embeddings."""
     units = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         units[trial.user_attrs["reproduction"], trial.user_attrs["fold"]] = trial.user_attrs["unit"]
@@ -173,7 +188,12 @@ def collect_test(study: optuna.Study, test: ImageSet, protocol: Protocol, split:
         if missing:
             raise HarnessError(f"the test embeddings {', '.join(missing)} are missing; the worker that made them "
                                "wrote them under its own --results, which every worker must share")
-        concatenated = _scores(np.concatenate([np.load(p) for p in paths], axis=1), test)
+        fold_embeddings = [np.load(p) for p in paths]
+        concatenated = _scores(np.concatenate(fold_embeddings, axis=1), test, per_query, "concatenated", rep)
+        if per_query is not None:
+            with training_threads():  # the threads each unit was scored on, so the same search
+                for f, embeddings in enumerate(fold_embeddings):
+                    _scores(embeddings, test, per_query, f"fold{f}", rep)
         separated = {m: float(np.mean([fold["test"][m] for fold in folds])) for m in METRICS}
         reproductions.append({"reproduction": rep, "folds": folds, "separated": separated,
                               "concatenated": concatenated})

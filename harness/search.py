@@ -72,11 +72,13 @@ def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict:
 
 
 def _train_search_fold(protocol: Protocol, loss_name: str, params: dict, train_set: ImageSet, val_set: ImageSet,
-                       seed: int) -> tuple[float, int]:
-    """One fold of a trial, wherever it runs: its best validation MAP@R and the iteration it came at."""
+                       seed: int) -> tuple[float, int, dict]:
+    """One fold of a trial, wherever it runs: its best validation MAP@R, the iteration it came at, and
+    its training diagnostics (history per validation step, collapse flag)."""
     result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params, train_set=train_set,
                         val_set=val_set, seed=seed)
-    return result.best_val_map_at_r, result.best_iteration
+    return result.best_val_map_at_r, result.best_iteration, {"history": result.history,
+                                                            "collapsed": result.collapsed}
 
 
 def _fold_scores(trial: optuna.Trial, trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str,
@@ -86,11 +88,12 @@ def _fold_scores(trial: optuna.Trial, trainval: ImageSet, split: Split, protocol
     earlier attempt at this trial finished are kept, not retrained."""
     params = losses.suggest(trial, loss_name)
     folds = len(split.folds)
-    finished, tasks = {}, []  # finished: fold -> (score, best iteration, or None when kept from before)
+    # finished: fold -> (score, best iteration, diagnostics), or (score, None, None) when kept from before
+    finished, tasks = {}, []
     for f, fold in enumerate(split.folds):
         key = f"fold{f}_val_map_at_r"
         if key in trial.user_attrs:  # finished by an earlier attempt at this trial: same seed, same figure
-            finished[f] = trial.user_attrs[key], None
+            finished[f] = trial.user_attrs[key], None, None
         else:
             tasks.append((f, _train_search_fold, (protocol, loss_name, params, trainval.subset(fold.train),
                                                   trainval.subset(fold.val), derive_seed(protocol.search.seed,
@@ -101,10 +104,12 @@ def _fold_scores(trial: optuna.Trial, trainval: ImageSet, split: Split, protocol
         """Folds enter the trial in order, whichever finished first, so the trial (and a pruning
         decision after each fold) is the same for any number of jobs."""
         while (f := len(scores)) < folds and f in finished:
-            score, best_iteration = finished.pop(f)
+            score, best_iteration, diagnostics = finished.pop(f)
             if best_iteration is not None:
-                trial.set_user_attr(f"fold{f}_val_map_at_r", score)
+                trial.set_user_attr(f"fold{f}_history", diagnostics["history"])
+                trial.set_user_attr(f"fold{f}_collapsed", diagnostics["collapsed"])
                 trial.set_user_attr(f"fold{f}_best_iteration", best_iteration)
+                trial.set_user_attr(f"fold{f}_val_map_at_r", score)  # last: it marks the fold as finished
                 bar.set_postfix(trial=trial.number, val_map_at_r=f"{score:.4f}")
             scores[f] = score
             bar.update()

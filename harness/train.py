@@ -19,6 +19,7 @@ import torch
 
 import losses
 from harness.data import ImageSet
+from harness.diagnostics import batch_diagnostics, collapsed
 from harness.errors import HarnessError, LossNotFinite, LossRaised
 from harness.metrics import retrieval_metrics
 from harness.model import EmbeddingNet
@@ -38,11 +39,15 @@ def default_device() -> torch.device:
 
 @dataclass
 class FoldResult:
+    """A trained fold. history: per validation step, the iteration, the loss's own value, validation
+    MAP@R and the batch's diagnostics (harness.diagnostics); collapsed: their collapse flag."""
+
     model: EmbeddingNet
     best_val_map_at_r: float
     best_iteration: int
     iterations_run: int
     history: list[dict] = field(default_factory=list)
+    collapsed: bool = False
 
 
 def build_model(protocol: Protocol, in_chans: int, seed: int) -> EmbeddingNet:
@@ -181,7 +186,8 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
             continue
         score = retrieval_metrics(embed(model, val_set, protocol, device=device), val_set.labels.numpy(),
                                   device=batch_device)["map_at_r"]  # on a GPU, the kNN search runs there too
-        history.append({"iteration": iteration, "loss": float(loss.item()), "val_map_at_r": score})
+        history.append({"iteration": iteration, "loss": float(loss.item()), "val_map_at_r": score,
+                        **batch_diagnostics(embeddings, labels)})
         if on_validation:
             on_validation(iteration, score)
         if score > best_score:
@@ -194,4 +200,4 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return FoldResult(model, best_score, best_iteration, iteration, history)
+    return FoldResult(model, best_score, best_iteration, iteration, history, collapsed(history))

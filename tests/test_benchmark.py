@@ -13,8 +13,10 @@ import harness.search
 import losses
 from harness.benchmark import default_storage, run_benchmark
 from harness.data import load_dataset
+from harness.diagnostics import DIAGNOSTICS
 from harness.errors import LossNotFinite
 from harness.evaluate import METRICS, MODES
+from harness.per_query import array_name, load_per_query
 from harness.search import FAIL_REASON, counted_trials, run_search
 from harness.splits import class_disjoint_split
 
@@ -39,6 +41,13 @@ def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol,
     assert set(stored["search"]["best_params"]) == {"margin"}
     for trial in stored["search"]["trials"]:
         assert all(f"fold{f}_val_map_at_r" in trial for f in range(4))
+        for f in range(4):  # the training diagnostics of every fold, at every validation step
+            assert trial[f"fold{f}_collapsed"] is False
+            assert [step["iteration"] for step in trial[f"fold{f}_history"]] == [6, 12]
+            assert set(DIAGNOSTICS) <= set(trial[f"fold{f}_history"][0])
+    for rep in stored["test"]["reproductions"]:
+        for fold in rep["folds"]:
+            assert fold["collapsed"] is False and set(DIAGNOSTICS) <= set(fold["history"][-1])
     assert len(stored["test"]["reproductions"]) == 2
     assert all(len(rep["folds"]) == 4 for rep in stored["test"]["reproductions"])
     env = stored["environment"]
@@ -62,6 +71,22 @@ def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol,
     assert table.set_index("loss").loc["none", "run_id"] == baseline["run_id"]
     assert baseline["search"]["trials_counted"] == 0
 
+    # every query's figures beside the record, averaging to the record's own figures
+    per_query = load_per_query(path.parent, stored["test"]["per_query"])
+    scored = per_query["relevant"] > 0
+    assert len(scored) == 364 * 16 and scored.all()  # glyphs: 16 images per class, no singletons
+    for rep in stored["test"]["reproductions"]:
+        modes = {"concatenated": rep["concatenated"]}
+        modes |= {f"fold{f}": fold["test"] for f, fold in enumerate(rep["folds"])}
+        for mode, figures in modes.items():
+            r = rep["reproduction"]
+            ap = per_query[array_name(r, mode, "ap_at_r")]
+            assert ap.mean() == pytest.approx(figures["map_at_r"], abs=1e-12)
+            assert per_query[array_name(r, mode, "hit_at_1")].mean() == pytest.approx(figures["precision_at_1"],
+                                                                                     abs=1e-12)
+            hits = per_query[array_name(r, mode, "hits_within_r")]
+            assert (hits / per_query["relevant"]).mean() == pytest.approx(figures["r_precision"], abs=1e-12)
+
     report = (tmp_path / "reports" / csv_path.with_suffix(".md").name).read_text()
     assert "| batch_hard |" in report and "| none |" in report and tiny_protocol.hash in report
     assert (tmp_path / "reports" / csv_path.with_suffix(".png").name).stat().st_size > 1000
@@ -73,6 +98,7 @@ def test_same_command_and_seed_give_identical_test_figures(tmp_path, tiny_protoc
     assert first["search"]["best_params"] == second["search"]["best_params"]
     assert first["test"]["summary"] == second["test"]["summary"]
     assert first["test"]["reproductions"] == second["test"]["reproductions"]
+    assert first["test"]["per_query"] == second["test"]["per_query"]  # the same bytes, so the same SHA-256
 
 
 def test_search_never_reads_a_test_item(tmp_path, tiny_protocol, data_root, monkeypatch):

@@ -1,0 +1,72 @@
+"""Each test query's figures, kept beside a run's record for paired tests between losses.
+
+A record's figures are means over thousands of test queries. Two losses scored on the same test
+queries can be compared query by query (a paired bootstrap), which tells far more than three
+reproduction means can. The per-query arrays are too large for the JSON record, so each run keeps
+them in one compressed file beside it, `per_query.npz`, which the record names with its SHA-256.
+
+Arrays in the file (Q = test queries, in the test set's order):
+  relevant                         [Q] int32, R per query (0: a singleton, never scored)
+  rep<r>/<mode>/hit_at_1           [Q] bool, first neighbour of the query's class
+  rep<r>/<mode>/hits_within_r      [Q] int32, same-class neighbours among the first R
+  rep<r>/<mode>/ap_at_r            [Q] float64, AP@R (NaN for singletons)
+where mode is "concatenated" or "fold<f>" (one fold model alone; "separated" averages them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from harness.atomic import write_atomic
+from harness.errors import HarnessError
+
+__all__ = ["FILE_NAME", "FIGURES", "array_name", "write_per_query", "load_per_query"]
+
+FILE_NAME = "per_query.npz"
+FIGURES = ("hit_at_1", "hits_within_r", "ap_at_r")
+_FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip member can carry
+
+
+def array_name(reproduction: int, mode: str, figure: str) -> str:
+    return f"rep{reproduction}/{mode}/{figure}"
+
+
+def write_per_query(run_dir: Path, arrays: dict[str, np.ndarray]) -> dict:
+    """Write the arrays atomically as run_dir/per_query.npz; returns what the record says of the file.
+
+    The same arrays give the same bytes: the archive's members carry a fixed date, not the time
+    of writing (np.savez_compressed stamps the clock), so a rerun's file has the same SHA-256.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_DATE)
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(member, "w") as handle:
+                np.lib.format.write_array(handle, np.asarray(array), allow_pickle=False)
+    data = buffer.getvalue()
+    write_atomic(Path(run_dir) / FILE_NAME, data)
+    return {"file": FILE_NAME, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def load_per_query(run_dir: Path, expected: dict | None = None) -> dict[str, np.ndarray]:
+    """The arrays of run_dir/per_query.npz; a missing, damaged or altered file is named."""
+    path = Path(run_dir) / FILE_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise HarnessError(f"per-query figures not found: {path} (runs recorded before they were kept have none; "
+                           "rerun the loss to make them)") from None
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected.get("sha256"):
+        raise HarnessError(f"per-query figures {path} do not match the SHA-256 their record gives: the file was "
+                           "altered or damaged")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise HarnessError(f"damaged per-query figures {path}: {error}") from None
