@@ -22,7 +22,7 @@ from harness.errors import HarnessError
 from harness.evaluate import collect_test, queue_units, run_test_units, unit_progress, units_dir, units_study_name
 from harness.jobs import THREADS_PER_TRAINING, Jobs
 from harness.leaderboard import BASELINE, write_leaderboards
-from harness.per_query import write_per_query
+from harness.per_query import pack, write_per_query
 from harness.protocol import Protocol
 from harness.records import environment, new_run_id, newest_complete_runs, save_record
 from harness.search import (
@@ -182,7 +182,8 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
             per_query: dict = {}
             test_figures = collect_test(test_study, test, protocol, split, directory, per_query)
             # beside the record, and written before it: a record never names a file that is not there
-            test_figures["per_query"] = write_per_query(Path(results_dir) / "runs" / run_id, per_query)
+            relevant = per_query.pop("relevant")
+            test_figures["per_query"] = write_per_query(Path(results_dir) / "runs" / run_id, pack(relevant, per_query))
             started_at = _started_at(store, [search_study, test_name])
             finished = datetime.now(UTC)
             return {

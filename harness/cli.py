@@ -105,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="regenerate leaderboard CSVs and reports from the records")
     _add_locations(board, data=False)
 
+    versus = commands.add_parser("compare", help="two losses of one table: both rows, their difference in "
+                                 "concatenated MAP@R with its 95%% interval, and both p-values")
+    versus.add_argument("loss_a")
+    versus.add_argument("loss_b")
+    versus.add_argument("--dataset", default="glyphs", help="the table's dataset (default: glyphs)")
+    versus.add_argument("--protocol", default="quick", help="the table's protocol (default: quick)")
+    _add_locations(versus, data=False)
+
+    table = commands.add_parser("table", help="a leaderboard table as a paper prints it (LaTeX, Markdown or CSV)")
+    table.add_argument("--format", choices=["latex", "markdown", "csv"], default="latex", dest="fmt")
+    table.add_argument("--dataset", default="glyphs", help="the table's dataset (default: glyphs)")
+    table.add_argument("--protocol", default="quick", help="the table's protocol (default: quick)")
+    table.add_argument("--losses", help="comma-separated losses to show, in the table's order (default: all)")
+    _add_locations(table, data=False)
+
     zoo = commands.add_parser("losses", help="list the registered losses with their search spaces")
     zoo.add_argument("--names", action="store_true", help="only the names, one a line (for scripts)")
     return parser
@@ -149,6 +164,44 @@ def _benchmark(args: argparse.Namespace) -> None:
     print(format_table(table))
     print(f"\nrecord: {args.results / 'runs' / record['run_id'] / 'record.json'}")
     print(f"leaderboard: {args.results / 'leaderboard' / (stem + '.csv')}  report: {args.reports / (stem + '.md')}")
+
+
+def _table_stem(args: argparse.Namespace) -> str:
+    """The table of --dataset and --protocol (the protocol as it stands now)."""
+    from harness.data import dataset_label
+    from harness.leaderboard import table_stem
+    from harness.protocol import load_protocol
+
+    protocol = load_protocol(args.protocol, dataset=args.dataset)
+    return table_stem(dataset_label(args.dataset), protocol.name, protocol.hash)
+
+
+def _table(args: argparse.Namespace) -> None:
+    from harness.leaderboard import leaderboard_tables
+    from harness.paper import paper_table, select_losses
+
+    stem = _table_stem(args)
+    tables = leaderboard_tables(args.results)
+    if stem not in tables:
+        raise HarnessError(f"no leaderboard table {stem} under {args.results}; tables: "
+                           f"{', '.join(sorted(tables)) or 'none'}")
+    losses = [loss.strip() for loss in args.losses.split(",") if loss.strip()] if args.losses else None
+    print(paper_table(select_losses(tables[stem], losses), args.fmt), end="")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from harness.leaderboard import compare_losses
+
+    stem = _table_stem(args)
+    out = compare_losses(args.results, stem, args.loss_a, args.loss_b)
+    print(f"{stem}: concatenated MAP@R in percent, mean ± 95% CI over reproductions")
+    for loss, row in out["rows"].items():
+        mean, ci95 = 100 * row["concatenated_map_at_r_mean"], 100 * row["concatenated_map_at_r_ci95"]
+        print(f"  {loss:24s} {mean:6.2f} ± {ci95:.2f}   ({row['reproductions']} reproductions, run {row['run_id']})")
+    print(f"  {args.loss_a} - {args.loss_b} = {100 * out['diff']:+.2f}, 95% CI [{100 * out['ci_low']:+.2f}, "
+          f"{100 * out['ci_high']:+.2f}] (paired bootstrap over reproductions and {out['queries']} test queries)")
+    print(f"  p = {out['p_bootstrap']:.4f} (paired bootstrap, 10,000 resamples), "
+          f"p = {out['p_welch']:.4f} (Welch's t-test over reproductions; little power with 3 each)")
 
 
 def _splits(args: argparse.Namespace) -> None:
@@ -231,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
 
             for path in write_leaderboards(args.results, args.reports):
                 print(path)
+        elif args.command == "compare":
+            _compare(args)
+        elif args.command == "table":
+            _table(args)
         elif args.command == "losses":
             _losses(args.names)
     except (HarnessError, LossError) as error:

@@ -29,8 +29,6 @@ from harness.data import ImageSet
 from harness.errors import HarnessError, TrialFailed
 from harness.jobs import Jobs, training_threads
 from harness.metrics import retrieval_metrics, retrieval_metrics_query_reference
-from harness.per_query import FIGURES as PER_QUERY_FIGURES
-from harness.per_query import array_name
 from harness.protocol import Protocol
 from harness.seeding import derive_seed
 from harness.splits import Split
@@ -46,9 +44,9 @@ MODES = ("separated", "concatenated")
 
 
 def _scores(embeddings: np.ndarray, test: ImageSet, per_query: dict | None = None,
-            mode: str | None = None, rep: int | None = None) -> dict[str, float]:
-    """The three figures; with `per_query` (a dict), each query's figures are added to it as
-    rep<rep>/<mode>/<figure> arrays (harness.per_query), and R per query as "relevant"."""
+            key: tuple[int, str] | None = None) -> dict[str, float]:
+    """The three figures; with `per_query` (a dict), each query's hits go into it under `key`
+    ((reproduction, mode)), and R per query under "relevant" (harness.per_query.pack)."""
     labels = test.labels.numpy()
     want = per_query is not None
     if test.roles is None:
@@ -59,8 +57,7 @@ def _scores(embeddings: np.ndarray, test: ImageSet, per_query: dict | None = Non
                                                    embeddings[gallery], labels[gallery], per_query=want)
     if want:
         per_query["relevant"] = result["per_query"]["relevant"]
-        for figure in PER_QUERY_FIGURES:
-            per_query[array_name(rep, mode, figure)] = result["per_query"][figure]
+        per_query[key] = result["per_query"]["hits"]
     return {m: result[m] for m in METRICS}
 
 
@@ -175,8 +172,8 @@ def collect_test(study: optuna.Study, test: ImageSet, protocol: Protocol, split:
     """The test figures from the finished units: per fold as each unit scored it, concatenated from their
     saved embeddings; the same figures however many workers ran the units, in whatever order.
 
-    With `per_query` (a dict), every query's figures of every fold model and of the concatenation are
-    added to it (harness.per_query's arrays), scored from the saved embeddings."""
+    With `per_query` (a dict), every query's hits of every fold model and of the concatenation are
+    added to it (see _scores), scored from the saved embeddings."""
     units = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         units[trial.user_attrs["reproduction"], trial.user_attrs["fold"]] = trial.user_attrs["unit"]
@@ -189,11 +186,11 @@ def collect_test(study: optuna.Study, test: ImageSet, protocol: Protocol, split:
             raise HarnessError(f"the test embeddings {', '.join(missing)} are missing; the worker that made them "
                                "wrote them under its own --results, which every worker must share")
         fold_embeddings = [np.load(p) for p in paths]
-        concatenated = _scores(np.concatenate(fold_embeddings, axis=1), test, per_query, "concatenated", rep)
+        concatenated = _scores(np.concatenate(fold_embeddings, axis=1), test, per_query, (rep, "concatenated"))
         if per_query is not None:
             with training_threads():  # the threads each unit was scored on, so the same search
                 for f, embeddings in enumerate(fold_embeddings):
-                    _scores(embeddings, test, per_query, f"fold{f}", rep)
+                    _scores(embeddings, test, per_query, (rep, f"fold{f}"))
         separated = {m: float(np.mean([fold["test"][m] for fold in folds])) for m in METRICS}
         reproductions.append({"reproduction": rep, "folds": folds, "separated": separated,
                               "concatenated": concatenated})

@@ -12,18 +12,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
 from harness.evaluate import METRICS, MODES
+from harness.per_query import array_name, load_per_query
 from harness.protocol import available_protocols, load_protocol
 from harness.records import newest_complete_runs
+from harness.seeding import derive_seed
+from harness.significance import ALPHA, bootstrap_means, compare, difference, holm, ranks, welch
 
-__all__ = ["leaderboard_tables", "write_leaderboards", "table_stem", "BASELINE"]
+__all__ = ["leaderboard_tables", "write_leaderboards", "table_stem", "compare_losses", "BASELINE",
+           "SIGNIFICANCE_COLUMNS"]
 
 BASELINE = "none"
 METRIC_COLUMNS = [f"{mode}_{metric}_{stat}" for mode in MODES for metric in METRICS for stat in ("mean", "ci95")]
+# Against the table's best loss (by concatenated MAP@R mean) and within the whole table; see
+# harness.significance. Empty for rows whose runs kept no per-query figures (recorded before they were).
+SIGNIFICANCE_COLUMNS = ["rank", "tied_with_best", "p_vs_best", "p_welch_vs_best", "diff_vs_best",
+                        "diff_vs_best_ci_low", "diff_vs_best_ci_high"]
 
 
 def table_stem(dataset: str, protocol_name: str, protocol_hash: str, dataset_info: dict | None = None) -> str:
@@ -71,20 +80,112 @@ def leaderboard_tables(results_dir: Path) -> dict[str, pd.DataFrame]:
     """Table stem -> one row per loss (its newest complete run), baseline first, then best first.
 
     A loss is its name and the hash of its source file: a changed loss gets a row of its own
-    beside the old one instead of silently replacing it.
+    beside the old one instead of silently replacing it. The significance columns
+    (SIGNIFICANCE_COLUMNS) compare the rows whose runs kept their per-query figures.
     """
-    rows: dict[str, list[dict]] = {}
+    records: dict[str, list[dict]] = {}
     for record in newest_complete_runs(results_dir).values():
         stem = table_stem(record["dataset"]["name"], record["protocol"]["name"], record["protocol_hash"],
                           record["dataset"])
-        rows.setdefault(stem, []).append(_row(record))
+        records.setdefault(stem, []).append(record)
     tables = {}
-    for stem, table_rows in rows.items():
-        frame = pd.DataFrame(table_rows)
+    for stem, table_records in records.items():
+        frame = pd.DataFrame([_row(record) for record in table_records])
         frame["_baseline"] = frame["loss"] != BASELINE
         frame = frame.sort_values(["_baseline", "concatenated_map_at_r_mean"], ascending=[True, False])
-        tables[stem] = frame.drop(columns="_baseline").reset_index(drop=True)
+        frame = frame.drop(columns="_baseline").reset_index(drop=True)
+        by_run = {record["run_id"]: record for record in table_records}
+        tables[stem] = add_significance(frame, [by_run[run_id] for run_id in frame["run_id"]], Path(results_dir),
+                                        seed=derive_seed(0, "bootstrap", stem))
     return tables
+
+
+def _concatenated_ap(record: dict, results_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(relevant [Q], AP@R [reproductions, Q]) of the concatenated embeddings, or None without per-query figures."""
+    info = record["test"].get("per_query")
+    if info is None:
+        return None
+    arrays = load_per_query(Path(results_dir) / "runs" / record["run_id"], info)
+    reps = [rep["reproduction"] for rep in record["test"]["reproductions"]]
+    return arrays["relevant"], np.stack([arrays[array_name(r, "concatenated", "ap_at_r")] for r in reps])
+
+
+def add_significance(frame: pd.DataFrame, records: list[dict], results_dir: Path, *, seed: int) -> pd.DataFrame:
+    """The table with SIGNIFICANCE_COLUMNS: records[i] is the run of frame's row i, best row first
+    after the baseline. Every comparison uses the same scored test queries."""
+    frame = frame.assign(**{column: np.nan for column in SIGNIFICANCE_COLUMNS})
+    frame["tied_with_best"] = frame["tied_with_best"].astype(object)
+    figures = {}
+    relevant = None
+    for i, record in enumerate(records):
+        found = _concatenated_ap(record, results_dir)
+        if found is None:
+            continue
+        if relevant is None:
+            relevant, first = found[0], record["run_id"]
+        elif not np.array_equal(found[0], relevant):
+            raise HarnessError(f"runs {first} and {record['run_id']} share a table but not their test queries")
+        figures[i] = found[1][:, relevant > 0]
+    trained = [i for i in figures if frame.loc[i, "loss"] != BASELINE]
+    if len(figures) < 2 or not trained:
+        return frame
+    best = trained[0]  # the frame is sorted best first
+    replicates = bootstrap_means({str(i): figures[i] for i in figures}, seed=seed)
+    means = {i: float(figures[i].mean()) for i in figures}
+    others = [i for i in figures if i != best]
+    tests = {i: difference(replicates[str(i)], replicates[str(best)]) for i in others}
+    p_boot = dict(zip(others, holm([tests[i][2] for i in others]), strict=True))
+    p_welch = dict(zip(others, holm([welch(figures[i].mean(axis=1), figures[best].mean(axis=1)) for i in others]),
+                       strict=True))
+    pairs = [(i, j) for i in figures for j in figures if i < j]
+    pair_p = {(i, j): difference(replicates[str(i)], replicates[str(j)])[2] for i, j in pairs}
+    pair_diff = {(i, j): means[i] - means[j] for i, j in pairs}
+    rank = ranks(list(figures), pair_p, pair_diff)
+    for i in figures:
+        frame.loc[i, "rank"] = rank[i]
+        if i == best:
+            frame.loc[i, ["diff_vs_best", "diff_vs_best_ci_low", "diff_vs_best_ci_high"]] = 0.0
+            frame.at[i, "tied_with_best"] = True
+            continue
+        low, high, _ = tests[i]
+        frame.loc[i, ["p_vs_best", "p_welch_vs_best"]] = p_boot[i], p_welch[i]
+        diff = means[i] - means[best]
+        frame.loc[i, ["diff_vs_best", "diff_vs_best_ci_low", "diff_vs_best_ci_high"]] = diff, low, high
+        frame.at[i, "tied_with_best"] = bool(p_boot[i] >= ALPHA)
+    frame["rank"] = frame["rank"].astype("Int64")
+    return frame
+
+
+def compare_losses(results_dir: Path, stem: str, loss_a: str, loss_b: str) -> dict:
+    """Both rows of table `stem` and A - B in concatenated MAP@R: mean, 95% bootstrap interval, the
+    paired bootstrap's and Welch's p (one comparison, so uncorrected)."""
+    tables = leaderboard_tables(results_dir)
+    if stem not in tables:
+        known = ", ".join(sorted(tables)) or "none"
+        raise HarnessError(f"no leaderboard table {stem} under {results_dir}; tables: {known}")
+    table = tables[stem]
+    rows = {}
+    for loss in (loss_a, loss_b):
+        matches = table[table["loss"] == loss]
+        if matches.empty:
+            raise HarnessError(f"table {stem} has no row for loss '{loss}'; its losses: {', '.join(table['loss'])}")
+        rows[loss] = matches.iloc[0].to_dict()
+    records = {record["run_id"]: record for record in newest_complete_runs(results_dir).values()}
+    figures = []
+    for loss in (loss_a, loss_b):
+        found = _concatenated_ap(records[rows[loss]["run_id"]], results_dir)
+        if found is None:
+            raise HarnessError(f"the run of '{loss}' ({rows[loss]['run_id']}) kept no per-query figures (recorded "
+                               "before they were); rerun it to compare it")
+        figures.append(found)
+    if not np.array_equal(figures[0][0], figures[1][0]):
+        raise HarnessError(f"'{loss_a}' and '{loss_b}' were not scored on the same test queries")
+    scored = figures[0][0] > 0
+    a, b = figures[0][1][:, scored], figures[1][1][:, scored]
+    result = compare(a, b, seed=derive_seed(0, "bootstrap", stem, loss_a, loss_b))
+    return {"rows": rows, "diff": result.diff, "ci_low": result.ci_low, "ci_high": result.ci_high,
+            "p_bootstrap": result.p_bootstrap, "p_welch": result.p_welch, "queries": int(scored.sum()),
+            "reproductions": (len(a), len(b))}
 
 
 def write_leaderboards(results_dir: Path, reports_dir: Path) -> list[Path]:

@@ -50,7 +50,9 @@ SEARCHES = ("auto", "faiss", "symmetric")
 #   hit_at_1       whether the first neighbour is of the query's class (P@1 is their mean)
 #   hits_within_r  same-class neighbours among the first R (R-precision: hits_within_r / R)
 #   ap_at_r        the query's AP@R (MAP@R is their mean; NaN where R is 0)
-PER_QUERY = ("relevant", "hit_at_1", "hits_within_r", "ap_at_r")
+#   hits           [Q, k] bool: rank i + 1 is a same-class neighbour within the query's first R; the
+#                  other four follow from it and R (hits_to_figures), so it is what a record keeps
+PER_QUERY = ("relevant", "hit_at_1", "hits_within_r", "ap_at_r", "hits")
 
 
 def retrieval_metrics(
@@ -215,9 +217,9 @@ def _score(
     else:
         chunks = _faiss_search(xq, xr, relevant, k, rows, same_source)
     r_codes = r_codes.astype(np.int32) if r_codes.max() < 2**31 else r_codes
-    ranks = np.arange(1, k + 1, dtype=np.float64)
     sum_p1 = sum_rp = sum_ap = 0.0
     if per_query:
+        hits = np.zeros((n, k), dtype=bool)
         hit_at_1 = np.zeros(n, dtype=bool)
         hits_within_r = np.zeros(n, dtype=np.int32)
         ap_at_r = np.full(n, np.nan)
@@ -238,16 +240,14 @@ def _score(
         hit = r_codes[nbr[:, :width]] == q[:, None]
         sum_p1 += float(np.count_nonzero(hit[:, 0]))
         hit &= np.arange(width) < r[:, None]
-        found = np.cumsum(hit, axis=1, dtype=np.int32)
-        sum_rp += float((found[:, -1] / r).sum())
-        # Precision at each relevant rank i is found(i)/i; summed over relevant ranks, divided by R.
-        precision_at_hits = np.divide(found, ranks[:width], out=np.zeros(hit.shape), where=hit)
-        ap = precision_at_hits.sum(axis=1) / r
+        found, ap = hits_to_figures(hit, r)
+        sum_rp += float((found / r).sum())
         sum_ap += float(ap.sum())
         if per_query:
             hit_at_1[scored] = hit[:, 0]
-            hits_within_r[scored] = found[:, -1]
+            hits_within_r[scored] = found
             ap_at_r[scored] = ap
+            hits[scored, :width] = hit
     n_scored = int(np.count_nonzero(relevant))
     result: dict[str, Any] = {
         "precision_at_1": sum_p1 / n_scored,
@@ -262,8 +262,23 @@ def _score(
             "hit_at_1": hit_at_1,
             "hits_within_r": hits_within_r,
             "ap_at_r": ap_at_r,
+            "hits": hits,
         }
     return result
+
+
+def hits_to_figures(hit: np.ndarray, relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hits within R, AP@R) per query from hit [Q, W]: whether rank i + 1 is a same-class neighbour
+    within the query's first R (False beyond R), and R [Q] >= 1.
+
+    The one formula of AP@R: the precision at each relevant rank i is found(i) / i; summed over the
+    relevant ranks and divided by R. More trailing False columns change it by float64 rounding at
+    most (numpy's pairwise sums group the terms by the row's length).
+    """
+    found = np.cumsum(hit, axis=1, dtype=np.int32)
+    precision_at_hits = np.divide(found, np.arange(1, hit.shape[1] + 1, dtype=np.float64),
+                                  out=np.zeros(hit.shape), where=hit)
+    return found[:, -1], precision_at_hits.sum(axis=1) / relevant
 
 
 def _faiss_search(

@@ -5,12 +5,12 @@ queries can be compared query by query (a paired bootstrap), which tells far mor
 reproduction means can. The per-query arrays are too large for the JSON record, so each run keeps
 them in one compressed file beside it, `per_query.npz`, which the record names with its SHA-256.
 
-Arrays in the file (Q = test queries, in the test set's order):
-  relevant                         [Q] int32, R per query (0: a singleton, never scored)
-  rep<r>/<mode>/hit_at_1           [Q] bool, first neighbour of the query's class
-  rep<r>/<mode>/hits_within_r      [Q] int32, same-class neighbours among the first R
-  rep<r>/<mode>/ap_at_r            [Q] float64, AP@R (NaN for singletons)
-where mode is "concatenated" or "fold<f>" (one fold model alone; "separated" averages them).
+The file keeps, for Q test queries in the test set's order, R per query ("relevant", int32; 0 for
+a singleton, never scored) and, per reproduction r and mode, which of the first R neighbours are of
+the query's class ("rep<r>/<mode>/hits", bits packed along the ranks): every figure of a query
+follows from these exactly as the metrics compute it, in a few bytes per query. Modes are
+"concatenated" and "fold<f>" (one fold model alone; "separated" averages them). load_per_query
+gives back, per reproduction and mode, the figures FIGURES as [Q] arrays (AP@R NaN for singletons).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import numpy as np
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
+from harness.metrics import hits_to_figures
 
-__all__ = ["FILE_NAME", "FIGURES", "array_name", "write_per_query", "load_per_query"]
+__all__ = ["FILE_NAME", "FIGURES", "array_name", "pack", "unpack", "write_per_query", "load_per_query"]
 
 FILE_NAME = "per_query.npz"
 FIGURES = ("hit_at_1", "hits_within_r", "ap_at_r")
@@ -36,8 +37,37 @@ def array_name(reproduction: int, mode: str, figure: str) -> str:
     return f"rep{reproduction}/{mode}/{figure}"
 
 
+def pack(relevant: np.ndarray, hits: dict[tuple[int, str], np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays the file holds, from R [Q] and each (reproduction, mode)'s hits [Q, k] (bool)."""
+    arrays = {"relevant": np.asarray(relevant, dtype=np.int32)}
+    for (rep, mode), matrix in hits.items():
+        arrays[array_name(rep, mode, "hits")] = np.packbits(matrix, axis=1)
+        arrays[array_name(rep, mode, "width")] = np.array(matrix.shape[1])
+    return arrays
+
+
+def unpack(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """relevant and, per reproduction and mode, hits [Q, k] and the FIGURES, as the metrics compute them."""
+    relevant = arrays["relevant"]
+    scored = relevant > 0
+    out = {"relevant": relevant}
+    for name in arrays:
+        if not name.endswith("/hits"):
+            continue
+        prefix = name[: -len("hits")]
+        hits = np.unpackbits(arrays[name], axis=1, count=int(arrays[prefix + "width"])).astype(bool)
+        found, ap = hits_to_figures(hits[scored], relevant[scored])
+        out[prefix + "hits"] = hits
+        out[prefix + "hit_at_1"] = hits[:, 0] & scored
+        out[prefix + "hits_within_r"] = np.zeros(len(relevant), dtype=np.int32)
+        out[prefix + "hits_within_r"][scored] = found
+        out[prefix + "ap_at_r"] = np.full(len(relevant), np.nan)
+        out[prefix + "ap_at_r"][scored] = ap
+    return out
+
+
 def write_per_query(run_dir: Path, arrays: dict[str, np.ndarray]) -> dict:
-    """Write the arrays atomically as run_dir/per_query.npz; returns what the record says of the file.
+    """Write the arrays (see pack) atomically as run_dir/per_query.npz; returns what the record says of the file.
 
     The same arrays give the same bytes: the archive's members carry a fixed date, not the time
     of writing (np.savez_compressed stamps the clock), so a rerun's file has the same SHA-256.
@@ -55,7 +85,7 @@ def write_per_query(run_dir: Path, arrays: dict[str, np.ndarray]) -> dict:
 
 
 def load_per_query(run_dir: Path, expected: dict | None = None) -> dict[str, np.ndarray]:
-    """The arrays of run_dir/per_query.npz; a missing, damaged or altered file is named."""
+    """The figures of run_dir/per_query.npz (see unpack); a missing, damaged or altered file is named."""
     path = Path(run_dir) / FILE_NAME
     try:
         data = path.read_bytes()
@@ -67,6 +97,7 @@ def load_per_query(run_dir: Path, expected: dict | None = None) -> dict[str, np.
                            "altered or damaged")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            arrays = {name: archive[name] for name in archive.files}
+        return unpack(arrays)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise HarnessError(f"damaged per-query figures {path}: {error}") from None

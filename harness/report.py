@@ -24,23 +24,43 @@ def _cell(mean: float, ci95: float) -> str:
     return f"{100 * mean:.2f} ± {100 * ci95:.2f}"
 
 
+def _has_significance(frame: pd.DataFrame) -> bool:
+    return "rank" in frame and frame["rank"].notna().any()
+
+
 def format_table(frame: pd.DataFrame) -> str:
-    """A Markdown table: one row per loss, test figures in percent (mean ± 95% CI)."""
+    """A Markdown table: one row per loss, test figures in percent (mean ± 95% CI). Where the runs
+    kept per-query figures, a rank column, and the losses tied with the best in bold."""
+    significance = _has_significance(frame)
     header = ["loss"] + [f"{mode[:3]}. {METRIC_TITLES[m]}" for mode in MODES for m in METRICS]
-    header += ["trials", "reps", "best hyperparameters"]
+    header += ["trials", "reps", "best hyperparameters"] + (["rank"] if significance else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     repeated = set(frame["loss"][frame["loss"].duplicated()])
     for _, row in frame.iterrows():
         label = row["loss"]
         if label in repeated:  # the same loss with changed source: tell the rows apart
             label += f" (src {str(row.get('loss_source_sha256'))[:8]})"
+        if significance and row["tied_with_best"] is True:
+            label = f"**{label}**"
         cells = [label]
         cells += [_cell(row[f"{mode}_{m}_mean"], row[f"{mode}_{m}_ci95"]) for mode in MODES for m in METRICS]
         params = json.loads(row["best_params"])
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         cells += [str(row["trials"]), str(row["reproductions"]), shown or "—"]
+        if significance:
+            cells.append("—" if pd.isna(row["rank"]) else str(int(row["rank"])))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+SIGNIFICANCE_NOTE = (
+    "Ties: **bold** losses are tied with the best (by con. MAP@R mean). Each loss is compared with the best by a "
+    "two-level paired bootstrap of the difference in con. MAP@R (10,000 resamples: reproductions drawn with "
+    "replacement for each loss, then the same test queries for both), Holm-corrected over the comparisons with "
+    "the best, α = 0.05; tied means a corrected p ≥ α. Welch's t-test over reproductions is in the CSV as a "
+    "second opinion: with 3 reproductions it has almost no power, which is why the test queries carry the "
+    "test. `rank` = 1 + the number of losses significantly better (all pairs, Holm-corrected together). "
+    "Rows marked — have no per-query figures (recorded before they were kept).")
 
 
 def format_published(frame: pd.DataFrame) -> str | None:
@@ -101,6 +121,7 @@ def write_report(frame: pd.DataFrame, reports_dir: Path, stem: str) -> list[Path
         "",
         format_table(frame),
         "",
+        *([SIGNIFICANCE_NOTE, ""] if _has_significance(frame) else []),
         "| loss | run_id |",
         "|---|---|",
         *[f"| {row['loss']} | `{row['run_id']}` |" for _, row in frame.iterrows()],

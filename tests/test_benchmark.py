@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -21,6 +22,18 @@ from harness.search import FAIL_REASON, counted_trials, run_search
 from harness.splits import class_disjoint_split
 
 pytestmark = pytest.mark.slow
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from harness.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
 
 
 def _run(tmp_path, protocol, data_root, loss="batch_hard", **kw):
@@ -87,8 +100,20 @@ def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol,
             hits = per_query[array_name(r, mode, "hits_within_r")]
             assert (hits / per_query["relevant"]).mean() == pytest.approx(figures["r_precision"], abs=1e-12)
 
+    # the table's significance columns, and the two commands that read them
+    assert row["rank"] == 1 and row["tied_with_best"] in (True, "True") and row["diff_vs_best"] == 0
+    where = ["--dataset", "glyphs", "--protocol", str(Path(__file__).parent / "tiny.toml"),
+             "--results", str(tmp_path / "results")]
+    code, out, err = run_cli("compare", "batch_hard", "none", *where)
+    assert code == 0, err
+    assert "batch_hard - none = " in out and "95% CI [" in out and "(paired bootstrap, 10,000 resamples)" in out
+    code, out, err = run_cli("table", "--format", "latex", *where)
+    assert code == 0, err
+    assert "\\textbf{batch\\_hard}" in out and "untrained &" in out and out.count("\\\\") >= 3
+
     report = (tmp_path / "reports" / csv_path.with_suffix(".md").name).read_text()
-    assert "| batch_hard |" in report and "| none |" in report and tiny_protocol.hash in report
+    assert "| **batch_hard** |" in report and "Holm-corrected" in report
+    assert "| none |" in report and tiny_protocol.hash in report
     assert (tmp_path / "reports" / csv_path.with_suffix(".png").name).stat().st_size > 1000
 
 
