@@ -120,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--losses", help="comma-separated losses to show, in the table's order (default: all)")
     _add_locations(table, data=False)
 
+    cite = commands.add_parser("cite", help="what a paper needs to cite one row: the rerun command, versions, "
+                               "hashes and BibTeX")
+    cite.add_argument("loss")
+    cite.add_argument("--dataset", default="glyphs", help="the table's dataset (default: glyphs)")
+    cite.add_argument("--protocol", default="quick", help="the table's protocol (default: quick)")
+    _add_locations(cite, data=False)
+
     zoo = commands.add_parser("losses", help="list the registered losses with their search spaces")
     zoo.add_argument("--names", action="store_true", help="only the names, one a line (for scripts)")
     return parser
@@ -187,6 +194,13 @@ def _table(args: argparse.Namespace) -> None:
                            f"{', '.join(sorted(tables)) or 'none'}")
     losses = [loss.strip() for loss in args.losses.split(",") if loss.strip()] if args.losses else None
     print(paper_table(select_losses(tables[stem], losses), args.fmt), end="")
+
+
+def _cite(args: argparse.Namespace) -> None:
+    from harness.citations import cite_block
+    from harness.leaderboard import table_record
+
+    print(cite_block(table_record(args.results, _table_stem(args), args.loss)))
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -288,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             _compare(args)
         elif args.command == "table":
             _table(args)
+        elif args.command == "cite":
+            _cite(args)
         elif args.command == "losses":
             _losses(args.names)
     except (HarnessError, LossError) as error:

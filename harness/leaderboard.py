@@ -24,7 +24,7 @@ from harness.records import newest_complete_runs
 from harness.seeding import derive_seed
 from harness.significance import ALPHA, bootstrap_means, compare, difference, holm, ranks, welch
 
-__all__ = ["leaderboard_tables", "write_leaderboards", "table_stem", "compare_losses", "BASELINE",
+__all__ = ["leaderboard_tables", "write_leaderboards", "table_stem", "compare_losses", "table_record", "BASELINE",
            "SIGNIFICANCE_COLUMNS"]
 
 BASELINE = "none"
@@ -71,9 +71,24 @@ def _row(record: dict) -> dict:
             figure = summary[f"{mode}_{metric}"]
             row[f"{mode}_{metric}_mean"] = figure["mean"]
             row[f"{mode}_{metric}_ci95"] = figure["ci95"]
+    row.update(_collapse_columns(record))
     row.update({"dataset_version": record["dataset"]["version"], "finished_at": record["finished_at"],
                 "git_commit": record["environment"]["git_commit"]})
     return row
+
+
+def _collapse_columns(record: dict) -> dict:
+    """The search trials with a collapsed fold training (JSON list of trial numbers) and the number of
+    collapsed test units; empty for runs recorded before trainings were diagnosed."""
+    trials = record["search"].get("trials", [])
+    units = [fold for rep in record["test"]["reproductions"] for fold in rep.get("folds", [])]
+    diagnosed = any(key.endswith("_collapsed") for trial in trials for key in trial) or \
+        any("collapsed" in unit for unit in units)
+    if not diagnosed:
+        return {"collapsed_trials": None, "collapsed_test_units": None}
+    collapsed = [t["number"] for t in trials if any(v is True for k, v in t.items() if k.endswith("_collapsed"))]
+    return {"collapsed_trials": json.dumps(collapsed),
+            "collapsed_test_units": sum(unit.get("collapsed") is True for unit in units)}
 
 
 def leaderboard_tables(results_dir: Path) -> dict[str, pd.DataFrame]:
@@ -156,6 +171,20 @@ def add_significance(frame: pd.DataFrame, records: list[dict], results_dir: Path
     return frame
 
 
+def table_record(results_dir: Path, stem: str, loss: str) -> dict:
+    """The record behind a loss's row of table `stem` (its newest complete run)."""
+    tables = leaderboard_tables(results_dir)
+    if stem not in tables:
+        known = ", ".join(sorted(tables)) or "none"
+        raise HarnessError(f"no leaderboard table {stem} under {results_dir}; tables: {known}")
+    table = tables[stem]
+    matches = table[table["loss"] == loss]
+    if matches.empty:
+        raise HarnessError(f"table {stem} has no row for loss '{loss}'; its losses: {', '.join(table['loss'])}")
+    run_id = matches.iloc[0]["run_id"]
+    return next(r for r in newest_complete_runs(results_dir).values() if r["run_id"] == run_id)
+
+
 def compare_losses(results_dir: Path, stem: str, loss_a: str, loss_b: str) -> dict:
     """Both rows of table `stem` and A - B in concatenated MAP@R: mean, 95% bootstrap interval, the
     paired bootstrap's and Welch's p (one comparison, so uncorrected)."""
@@ -190,12 +219,15 @@ def compare_losses(results_dir: Path, stem: str, loss_a: str, loss_b: str) -> di
 
 def write_leaderboards(results_dir: Path, reports_dir: Path) -> list[Path]:
     """Regenerate every leaderboard CSV and its report; returns the paths written."""
+    from harness.citations import cite_block
     from harness.report import write_report
 
+    records = {record["run_id"]: record for record in newest_complete_runs(results_dir).values()}
     written = []
     for stem, frame in sorted(leaderboard_tables(results_dir).items()):
         path = Path(results_dir) / "leaderboard" / f"{stem}.csv"
         write_atomic(path, frame.to_csv(index=False, float_format="%.6f"))
         written.append(path)
-        written.extend(write_report(frame, Path(reports_dir), stem))
+        cites = {row["loss"]: cite_block(records[row["run_id"]]) for _, row in frame.iterrows()}
+        written.extend(write_report(frame, Path(reports_dir), stem, cites))
     return written

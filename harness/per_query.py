@@ -8,7 +8,8 @@ them in one compressed file beside it, `per_query.npz`, which the record names w
 The file keeps, for Q test queries in the test set's order, R per query ("relevant", int32; 0 for
 a singleton, never scored) and, per reproduction r and mode, which of the first R neighbours are of
 the query's class ("rep<r>/<mode>/hits", bits packed along the ranks): every figure of a query
-follows from these exactly as the metrics compute it, in a few bytes per query. Modes are
+follows from these by the metrics' own formula (harness.metrics.hits_to_figures; AP@R to float64
+rounding), in a few bytes per query. Modes are
 "concatenated" and "fold<f>" (one fold model alone; "separated" averages them). load_per_query
 gives back, per reproduction and mode, the figures FIGURES as [Q] arrays (AP@R NaN for singletons).
 """

@@ -63,6 +63,23 @@ SIGNIFICANCE_NOTE = (
     "Rows marked — have no per-query figures (recorded before they were kept).")
 
 
+def format_collapsed(frame: pd.DataFrame) -> str | None:
+    """Which losses had trainings whose embeddings collapsed (harness.diagnostics), None where no run
+    was diagnosed."""
+    if "collapsed_trials" not in frame or frame["collapsed_trials"].isna().all():
+        return None
+    lines = []
+    for _, row in frame.iterrows():
+        if pd.isna(row["collapsed_trials"]):
+            continue
+        trials = json.loads(row["collapsed_trials"])
+        if trials or row["collapsed_test_units"]:
+            lines.append(f"- {row['loss']}: search trials {', '.join(map(str, trials)) or 'none'}; "
+                         f"test units {int(row['collapsed_test_units'])}")
+    return "Collapsed trainings (embeddings within 1e-3 of one point, or the batch-hard yardstick stuck at " \
+        "its margin; the trials keep their scores):\n\n" + ("\n".join(lines) if lines else "- none")
+
+
 def format_published(frame: pd.DataFrame) -> str | None:
     """Our row and the paper's, one under the other, for every loss of the table the paper reports on
     this dataset; None when the table is not a reality_check protocol or nothing is published."""
@@ -109,7 +126,16 @@ def _plot(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(frame: pd.DataFrame, reports_dir: Path, stem: str) -> list[Path]:
+def format_cites(cites: dict[str, str]) -> str:
+    """A folded cite block per row (harness.citations.cite_block), as `harness cite` prints it."""
+    parts = ["## Cite", "", "Per row: how to rerun it, what it ran on, and BibTeX (also `harness cite LOSS`).", ""]
+    for loss, block in cites.items():
+        parts += [f"<details><summary>{loss}</summary>", "", "```text", block, "```", "", "</details>", ""]
+    return "\n".join(parts)
+
+
+def write_report(frame: pd.DataFrame, reports_dir: Path, stem: str,
+                 cites: dict[str, str] | None = None) -> list[Path]:
     first = frame.iloc[0]
     markdown = "\n".join([
         f"# {first['dataset']} / protocol {first['protocol']}",
@@ -129,9 +155,14 @@ def write_report(frame: pd.DataFrame, reports_dir: Path, stem: str) -> list[Path
         f"![test MAP@R]({stem}.png)",
         "",
     ])
+    collapsed = format_collapsed(frame)
+    if collapsed:
+        markdown += "\n" + collapsed + "\n"
     published = format_published(frame)
     if published:
         markdown += "\n" + published + "\n"
+    if cites:
+        markdown += "\n" + format_cites(cites)
     md_path, png_path = reports_dir / f"{stem}.md", reports_dir / f"{stem}.png"
     write_atomic(md_path, markdown)
     write_atomic(png_path, _plot(frame))

@@ -111,7 +111,15 @@ def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol,
     assert code == 0, err
     assert "\\textbf{batch\\_hard}" in out and "untrained &" in out and out.count("\\\\") >= 3
 
+    code, out, err = run_cli("cite", "batch_hard", *where)
+    assert code == 0, err
+    assert f"rerun: git checkout {env['git_commit']}" in out and tiny_protocol.hash in out
+    assert "@article{hermans2017defense," in out and stored["dataset"]["version"] in out
+    code, out, err = run_cli("cite", "zzz", *where)
+    assert code == 2 and "has no row for loss 'zzz'; its losses: none, batch_hard" in err
+
     report = (tmp_path / "reports" / csv_path.with_suffix(".md").name).read_text()
+    assert "<details><summary>batch_hard</summary>" in report and "@article{hermans2017defense," in report
     assert "| **batch_hard** |" in report and "Holm-corrected" in report
     assert "| none |" in report and tiny_protocol.hash in report
     assert (tmp_path / "reports" / csv_path.with_suffix(".png").name).stat().st_size > 1000

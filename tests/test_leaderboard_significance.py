@@ -18,7 +18,7 @@ QUERIES = 1500
 R = 3
 
 
-def make_run(results, loss: str, hits: np.ndarray | None, finished: str) -> dict:
+def make_run(results, loss: str, hits: np.ndarray | None, finished: str, collapsed: bool = False) -> dict:
     """A complete record whose concatenated hits are hits [reproductions, QUERIES, R] (None: none kept)."""
     run_id = f"{finished}__made__up__{loss}"
     relevant = np.full(QUERIES, R, dtype=np.int32)
@@ -31,11 +31,18 @@ def make_run(results, loss: str, hits: np.ndarray | None, finished: str) -> dict
         "dataset": {"name": "made", "version": "made-v1", "official": True},
         "protocol": {"name": "madeup"}, "protocol_hash": "f" * 64,
         "loss": {"name": loss, "class": "X", "source_sha256": loss},
-        "search": {"trials_counted": 2, "best_params": {}, "best_value": 0.5},
-        "test": {"reproductions": [{"reproduction": r, "separated": figures[r], "concatenated": figures[r]}
+        "search": {"trials_counted": 2, "best_params": {}, "best_value": 0.5, "trials": [
+            {"number": n, "fold0_collapsed": collapsed and n == 1, "fold1_collapsed": False} for n in range(2)]},
+        "test": {"reproductions": [{"reproduction": r, "separated": figures[r], "concatenated": figures[r],
+                                    "folds": [{"fold": 0, "collapsed": collapsed and r == 2}]}
                                    for r in range(len(reps))], "summary": summary},
         "environment": {"git_commit": None},
     }
+    if hits is None:  # an old record: no diagnostics either
+        for trial in record["search"]["trials"]:
+            del trial["fold0_collapsed"], trial["fold1_collapsed"]
+        for rep in record["test"]["reproductions"]:
+            del rep["folds"][0]["collapsed"]
     if hits is not None:
         arrays = pack(relevant, {(r, "concatenated"): h for r, h in enumerate(hits)})
         record["test"]["per_query"] = write_per_query(results / "runs" / run_id, arrays)
@@ -56,7 +63,7 @@ def table(tmp_path) -> pd.DataFrame:
     twin = a.copy()
     twin[:, 0, :] = True  # one query better in each reproduction: a hair above a, far inside the noise
     make_run(results, "a_twin", twin, "2026-01-01T00:00:02")
-    make_run(results, "c", noisy(1, 0.4), "2026-01-01T00:00:03")
+    make_run(results, "c", noisy(1, 0.4), "2026-01-01T00:00:03", collapsed=True)
     make_run(results, "old", None, "2026-01-01T00:00:04")  # recorded before per-query figures were kept
     make_run(results, "none", noisy(2, 0.2), "2026-01-01T00:00:05")
     (frame,) = leaderboard_tables(results).values()
@@ -75,6 +82,16 @@ def test_ties_ranks_and_differences(table):
     assert worse["tied_with_best"] is False and worse["p_vs_best"] < 0.05 and worse["rank"] == 3
     assert worse["diff_vs_best_ci_low"] < worse["diff_vs_best"] < worse["diff_vs_best_ci_high"] < 0
     assert table.loc["none", "rank"] == 4  # the untrained network: below all three
+
+
+def test_collapsed_trainings_are_counted_and_reported(table, tmp_path):
+    from harness.report import format_collapsed
+
+    assert table.loc["c", "collapsed_trials"] == "[1]" and table.loc["c", "collapsed_test_units"] == 1
+    assert table.loc["a", "collapsed_trials"] == "[]" and table.loc["a", "collapsed_test_units"] == 0
+    assert pd.isna(table.loc["old", "collapsed_trials"])
+    text = format_collapsed(table.reset_index())
+    assert "- c: search trials 1; test units 1" in text and "- a:" not in text
 
 
 def test_rows_without_per_query_figures_are_left_blank(table):
