@@ -91,12 +91,13 @@ def _collapse_columns(record: dict) -> dict:
             "collapsed_test_units": sum(unit.get("collapsed") is True for unit in units)}
 
 
-def leaderboard_tables(results_dir: Path) -> dict[str, pd.DataFrame]:
+def leaderboard_tables(results_dir: Path, *, significance: bool = True) -> dict[str, pd.DataFrame]:
     """Table stem -> one row per loss (its newest complete run), baseline first, then best first.
 
     A loss is its name and the hash of its source file: a changed loss gets a row of its own
     beside the old one instead of silently replacing it. The significance columns
-    (SIGNIFICANCE_COLUMNS) compare the rows whose runs kept their per-query figures.
+    (SIGNIFICANCE_COLUMNS) compare the rows whose runs kept their per-query figures; a caller that
+    only looks rows up passes significance=False and skips the bootstrap.
     """
     records: dict[str, list[dict]] = {}
     for record in newest_complete_runs(results_dir).values():
@@ -109,9 +110,11 @@ def leaderboard_tables(results_dir: Path) -> dict[str, pd.DataFrame]:
         frame["_baseline"] = frame["loss"] != BASELINE
         frame = frame.sort_values(["_baseline", "concatenated_map_at_r_mean"], ascending=[True, False])
         frame = frame.drop(columns="_baseline").reset_index(drop=True)
-        by_run = {record["run_id"]: record for record in table_records}
-        tables[stem] = add_significance(frame, [by_run[run_id] for run_id in frame["run_id"]], Path(results_dir),
-                                        seed=derive_seed(0, "bootstrap", stem))
+        if significance:
+            by_run = {record["run_id"]: record for record in table_records}
+            frame = add_significance(frame, [by_run[run_id] for run_id in frame["run_id"]], Path(results_dir),
+                                     seed=derive_seed(0, "bootstrap", stem))
+        tables[stem] = frame
     return tables
 
 
@@ -173,7 +176,7 @@ def add_significance(frame: pd.DataFrame, records: list[dict], results_dir: Path
 
 def table_record(results_dir: Path, stem: str, loss: str) -> dict:
     """The record behind a loss's row of table `stem` (its newest complete run)."""
-    tables = leaderboard_tables(results_dir)
+    tables = leaderboard_tables(results_dir, significance=False)
     if stem not in tables:
         known = ", ".join(sorted(tables)) or "none"
         raise HarnessError(f"no leaderboard table {stem} under {results_dir}; tables: {known}")
@@ -188,7 +191,7 @@ def table_record(results_dir: Path, stem: str, loss: str) -> dict:
 def compare_losses(results_dir: Path, stem: str, loss_a: str, loss_b: str) -> dict:
     """Both rows of table `stem` and A - B in concatenated MAP@R: mean, 95% bootstrap interval, the
     paired bootstrap's and Welch's p (one comparison, so uncorrected)."""
-    tables = leaderboard_tables(results_dir)
+    tables = leaderboard_tables(results_dir, significance=False)
     if stem not in tables:
         known = ", ".join(sorted(tables)) or "none"
         raise HarnessError(f"no leaderboard table {stem} under {results_dir}; tables: {known}")
