@@ -155,65 +155,57 @@ def _push(sims, ids, thresholds, q, s, j):
     thresholds[q] = sims[q, 0]
 
 
-@njit(_TILE_SIGNATURE, nogil=True, cache=True)
-def _select_tile(g, a, b, sims, ids, thresholds):
-    """Offer every value of the tile g = x[a:] @ x[b:].T to its row's and its column's heap.
+def _selector(diagonal: bool):
+    """The compiled selection of one strip g = x[a:] @ x[b:].T, for off-diagonal or diagonal tiles.
+
+    Off the diagonal every value is offered to its row's heap and its column's. A diagonal tile's
+    lower half repeats its upper, so there the rows take all their columns (but the query itself)
+    and no column is offered. `diagonal` is a constant of the compiled code (numba freezes a
+    closure's variables), so neither variant tests it inside its loops: a test there kept LLVM from
+    vectorising the comparison (measured: 0.91 s against 0.49 s for the first 990 tiles of SOP size).
 
     A row's threshold only rises within a step and each column is offered once per row, so a
     step's bits, taken at its start, miss no value that passes.
     """
-    n_rows, n_cols = g.shape
-    col_thr = thresholds[b : b + n_cols]
-    full = n_cols - n_cols % _STEP
-    for r in range(n_rows):
-        row = g[r]
-        q = a + r
-        for c0 in range(0, n_cols, _STEP):
-            if c0 < full:
-                # Branch-free over a fixed width, so that LLVM vectorises it. The indices are
-                # unsigned: numba's negative-index wraparound on signed ones keeps loops scalar.
-                t = thresholds[q]
-                bits = np.uint64(0)
-                for cc in range(_STEP):
-                    c = np.uint64(c0 + cc)
-                    bits |= np.uint64((row[c] >= t) | (row[c] >= col_thr[c])) << np.uint64(cc)
-            else:
-                bits = (np.uint64(1) << np.uint64(n_cols - c0)) - np.uint64(1)  # the last, short step: all
-            while bits:
-                c = c0 + trailing_zeros(bits)
-                bits &= bits - np.uint64(1)
-                s = row[c]
-                if s >= thresholds[q]:
-                    _push(sims, ids, thresholds, q, s, b + c)
-                if s >= col_thr[c]:
-                    _push(sims, ids, thresholds, b + c, s, q)
+
+    @njit(_TILE_SIGNATURE, nogil=True, cache=True)
+    def select(g, a, b, sims, ids, thresholds):
+        n_rows, n_cols = g.shape
+        col_thr = thresholds[b : b + n_cols]
+        full = n_cols - n_cols % _STEP
+        for r in range(n_rows):
+            row = g[r]
+            q = a + r
+            for c0 in range(0, n_cols, _STEP):
+                if c0 < full:
+                    # Branch-free over a fixed width, so that LLVM vectorises it. The indices are
+                    # unsigned: numba's negative-index wraparound on signed ones keeps loops scalar.
+                    t = thresholds[q]
+                    bits = np.uint64(0)
+                    for cc in range(_STEP):
+                        c = np.uint64(c0 + cc)
+                        passes = row[c] >= t
+                        if not diagonal:
+                            passes |= row[c] >= col_thr[c]
+                        bits |= np.uint64(passes) << np.uint64(cc)
+                else:
+                    bits = (np.uint64(1) << np.uint64(n_cols - c0)) - np.uint64(1)  # the last, short step: all
+                while bits:
+                    c = c0 + trailing_zeros(bits)
+                    bits &= bits - np.uint64(1)
+                    s = row[c]
+                    if diagonal and b + c == q:
+                        continue
+                    if s >= thresholds[q]:
+                        _push(sims, ids, thresholds, q, s, b + c)
+                    if not diagonal and s >= col_thr[c]:
+                        _push(sims, ids, thresholds, b + c, s, q)
+
+    return select
 
 
-@njit(_TILE_SIGNATURE, nogil=True, cache=True)
-def _select_diagonal_tile(g, a, b, sims, ids, thresholds):
-    """Offer every value of g = x[a:] @ x[b:].T, a strip of a diagonal tile, to its row's heap.
-
-    The tile's lower half repeats its upper, so the rows take all their columns (but the query
-    itself) and no column is offered.
-    """
-    n_rows, n_cols = g.shape
-    full = n_cols - n_cols % _STEP
-    for r in range(n_rows):
-        row = g[r]
-        q = a + r
-        for c0 in range(0, n_cols, _STEP):
-            if c0 < full:
-                t = thresholds[q]
-                bits = np.uint64(0)
-                for cc in range(_STEP):
-                    bits |= np.uint64(row[np.uint64(c0 + cc)] >= t) << np.uint64(cc)
-            else:
-                bits = (np.uint64(1) << np.uint64(n_cols - c0)) - np.uint64(1)
-            while bits:
-                c = c0 + trailing_zeros(bits)
-                bits &= bits - np.uint64(1)
-                if b + c != q and row[c] >= thresholds[q]:
-                    _push(sims, ids, thresholds, q, row[c], b + c)
+_select_tile = _selector(diagonal=False)
+_select_diagonal_tile = _selector(diagonal=True)
 
 
 @njit("void(f4[:, ::1], i8[:, ::1])", nogil=True, cache=True)
