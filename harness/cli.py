@@ -184,16 +184,11 @@ def _table_stem(args: argparse.Namespace) -> str:
 
 
 def _table(args: argparse.Namespace) -> None:
-    from harness.leaderboard import leaderboard_tables
+    from harness.leaderboard import table_of
     from harness.paper import paper_table, select_losses
 
-    stem = _table_stem(args)
-    tables = leaderboard_tables(args.results)
-    if stem not in tables:
-        raise HarnessError(f"no leaderboard table {stem} under {args.results}; tables: "
-                           f"{', '.join(sorted(tables)) or 'none'}")
     losses = [loss.strip() for loss in args.losses.split(",") if loss.strip()] if args.losses else None
-    print(paper_table(select_losses(tables[stem], losses), args.fmt), end="")
+    print(paper_table(select_losses(table_of(args.results, _table_stem(args)), losses), args.fmt), end="")
 
 
 def _cite(args: argparse.Namespace) -> None:

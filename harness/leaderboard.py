@@ -24,8 +24,8 @@ from harness.records import newest_complete_runs
 from harness.seeding import derive_seed
 from harness.significance import ALPHA, bootstrap_means, compare, difference, holm, ranks, welch
 
-__all__ = ["leaderboard_tables", "write_leaderboards", "table_stem", "compare_losses", "table_record", "BASELINE",
-           "SIGNIFICANCE_COLUMNS"]
+__all__ = ["leaderboard_tables", "write_leaderboards", "table_stem", "compare_losses", "table_of", "table_record",
+           "BASELINE", "SIGNIFICANCE_COLUMNS"]
 
 BASELINE = "none"
 METRIC_COLUMNS = [f"{mode}_{metric}_{stat}" for mode in MODES for metric in METRICS for stat in ("mean", "ci95")]
@@ -174,34 +174,34 @@ def add_significance(frame: pd.DataFrame, records: list[dict], results_dir: Path
     return frame
 
 
-def table_record(results_dir: Path, stem: str, loss: str) -> dict:
-    """The record behind a loss's row of table `stem` (its newest complete run)."""
-    tables = leaderboard_tables(results_dir, significance=False)
+def table_of(results_dir: Path, stem: str, *, significance: bool = True) -> pd.DataFrame:
+    """Table `stem`; a missing one lists the tables there are."""
+    tables = leaderboard_tables(results_dir, significance=significance)
     if stem not in tables:
         known = ", ".join(sorted(tables)) or "none"
         raise HarnessError(f"no leaderboard table {stem} under {results_dir}; tables: {known}")
-    table = tables[stem]
+    return tables[stem]
+
+
+def _row_of(table: pd.DataFrame, stem: str, loss: str) -> dict:
+    """A loss's row of the table; a missing one lists the table's losses."""
     matches = table[table["loss"] == loss]
     if matches.empty:
         raise HarnessError(f"table {stem} has no row for loss '{loss}'; its losses: {', '.join(table['loss'])}")
-    run_id = matches.iloc[0]["run_id"]
+    return matches.iloc[0].to_dict()
+
+
+def table_record(results_dir: Path, stem: str, loss: str) -> dict:
+    """The record behind a loss's row of table `stem` (its newest complete run)."""
+    run_id = _row_of(table_of(results_dir, stem, significance=False), stem, loss)["run_id"]
     return next(r for r in newest_complete_runs(results_dir).values() if r["run_id"] == run_id)
 
 
 def compare_losses(results_dir: Path, stem: str, loss_a: str, loss_b: str) -> dict:
     """Both rows of table `stem` and A - B in concatenated MAP@R: mean, 95% bootstrap interval, the
     paired bootstrap's and Welch's p (one comparison, so uncorrected)."""
-    tables = leaderboard_tables(results_dir, significance=False)
-    if stem not in tables:
-        known = ", ".join(sorted(tables)) or "none"
-        raise HarnessError(f"no leaderboard table {stem} under {results_dir}; tables: {known}")
-    table = tables[stem]
-    rows = {}
-    for loss in (loss_a, loss_b):
-        matches = table[table["loss"] == loss]
-        if matches.empty:
-            raise HarnessError(f"table {stem} has no row for loss '{loss}'; its losses: {', '.join(table['loss'])}")
-        rows[loss] = matches.iloc[0].to_dict()
+    table = table_of(results_dir, stem, significance=False)
+    rows = {loss: _row_of(table, stem, loss) for loss in (loss_a, loss_b)}
     records = {record["run_id"]: record for record in newest_complete_runs(results_dir).values()}
     figures = []
     for loss in (loss_a, loss_b):
