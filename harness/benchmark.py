@@ -109,6 +109,9 @@ def loss_identity(loss_name: str) -> dict:
         "paper": info.paper,
         "source_sha256": losses.source_sha256(loss_name),
         "search_space": {k: losses.describe(v) for k, v in info.space.items()},
+        # Optuna's own form, so a report can rebuild the study (importances) from the record alone
+        "search_distributions": {k: json.loads(optuna.distributions.distribution_to_json(v))
+                                 for k, v in info.space.items()},
     }
 
 
