@@ -212,7 +212,7 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
         record, written = write_record_once(store, results_dir, [test_name, search_study],
                                             new_run_id(dataset, protocol.name, loss_name), describe_run)
     if written:
-        write_leaderboards(results_dir, reports_dir)
+        write_leaderboards(results_dir, reports_dir, redraw=False)  # only the new run's plot is drawn
     return record
 
 

@@ -185,7 +185,7 @@ def _table_stem(args: argparse.Namespace) -> str:
 
 def _table(args: argparse.Namespace) -> None:
     from harness.leaderboard import table_of
-    from harness.paper import paper_table, select_losses
+    from harness.report.paper import paper_table, select_losses
 
     losses = [loss.strip() for loss in args.losses.split(",") if loss.strip()] if args.losses else None
     print(paper_table(select_losses(table_of(args.results, _table_stem(args)), losses), args.fmt), end="")

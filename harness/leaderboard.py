@@ -220,8 +220,10 @@ def compare_losses(results_dir: Path, stem: str, loss_a: str, loss_b: str) -> di
             "reproductions": (len(a), len(b))}
 
 
-def write_leaderboards(results_dir: Path, reports_dir: Path) -> list[Path]:
-    """Regenerate every leaderboard CSV and its report; returns the paths written."""
+def write_leaderboards(results_dir: Path, reports_dir: Path, *, redraw: bool = True) -> list[Path]:
+    """Regenerate every leaderboard CSV and its pages (harness.report); returns the paths written.
+    Without `redraw`, a run's own plot already drawn is reused (after a benchmark, only the new run's
+    is drawn)."""
     from harness.citations import cite_block
     from harness.report import write_report
 
@@ -231,6 +233,7 @@ def write_leaderboards(results_dir: Path, reports_dir: Path) -> list[Path]:
         path = Path(results_dir) / "leaderboard" / f"{stem}.csv"
         write_atomic(path, frame.to_csv(index=False, float_format="%.6f"))
         written.append(path)
-        cites = {row["loss"]: cite_block(records[row["run_id"]]) for _, row in frame.iterrows()}
-        written.extend(write_report(frame, Path(reports_dir), stem, cites))
+        runs = [records[run_id] for run_id in frame["run_id"]]
+        cites = {row["loss"]: cite_block(record) for (_, row), record in zip(frame.iterrows(), runs, strict=True)}
+        written.extend(write_report(frame, runs, Path(reports_dir), stem, cites, redraw=redraw))
     return written

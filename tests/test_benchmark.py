@@ -122,7 +122,12 @@ def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol,
     assert "<details><summary>batch_hard</summary>" in report and "@article{hermans2017defense," in report
     assert "| **batch_hard** |" in report and "Holm-corrected" in report
     assert "| none |" in report and tiny_protocol.hash in report
-    assert (tmp_path / "reports" / csv_path.with_suffix(".png").name).stat().st_size > 1000
+    plots = tmp_path / "reports" / csv_path.stem
+    assert sorted(p.name for p in plots.glob("*.png")) == sorted(
+        ["map_at_r.png", "validation_vs_test.png", f"{stored['run_id']}.png"])
+    assert f"({csv_path.stem}/{stored['run_id']}.png)" in report and f"({csv_path.stem}/map_at_r.png)" in report
+    page = (tmp_path / "reports" / csv_path.with_suffix(".html").name).read_text()
+    assert page.count('<img src="data:image/png;base64,') == 3 and 'id="loss-batch_hard"' in page
 
 
 def test_same_command_and_seed_give_identical_test_figures(tmp_path, tiny_protocol, data_root):

@@ -85,7 +85,7 @@ def test_ties_ranks_and_differences(table):
 
 
 def test_collapsed_trainings_are_counted_and_reported(table, tmp_path):
-    from harness.report import format_collapsed
+    from harness.report.markdown import format_collapsed
 
     assert table.loc["c", "collapsed_trials"] == "[1]" and table.loc["c", "collapsed_test_units"] == 1
     assert table.loc["a", "collapsed_trials"] == "[]" and table.loc["a", "collapsed_test_units"] == 0
@@ -139,7 +139,7 @@ def test_compare_names_what_is_missing(results):
 
 
 def test_paper_table_formats(table):
-    from harness.paper import paper_table, select_losses
+    from harness.report.paper import paper_table, select_losses
 
     frame = table.reset_index()
     latex = paper_table(frame, "latex")
@@ -157,7 +157,7 @@ def test_paper_table_formats(table):
 
 def test_unknown_losses_and_formats_are_named(table):
     from harness.errors import HarnessError
-    from harness.paper import paper_table, select_losses
+    from harness.report.paper import paper_table, select_losses
 
     frame = table.reset_index()
     with pytest.raises(HarnessError, match="not in this table: zzz; its losses: none, a_twin, a"):

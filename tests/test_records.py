@@ -67,7 +67,9 @@ def test_leaderboard_keeps_newest_complete_run_per_loss_and_separates_protocols(
     assert tables["glyphs__quick__ffffffffffff"]["run_id"].tolist() == ["r6"]
 
     written = write_leaderboards(results, tmp_path / "reports")
-    assert {p.name for p in written} >= {"glyphs__quick.csv", "glyphs__quick.md", "glyphs__quick.png"}
+    reports = tmp_path / "reports"
+    assert set(written) >= {results / "leaderboard" / "glyphs__quick.csv", reports / "glyphs__quick.md",
+                            reports / "glyphs__quick.html", reports / "glyphs__quick" / "map_at_r.png"}
     csv = pd.read_csv(results / "leaderboard" / "glyphs__quick.csv")
     assert csv.loc[csv["loss"] == "batch_hard", "concatenated_map_at_r_mean"].item() == pytest.approx(0.4)
     assert json.loads(csv.loc[0, "best_params"]) == {"margin": 0.1}

@@ -14,7 +14,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.evaluate import METRICS, MODES
 from harness.leaderboard import BASELINE, SIGNIFICANCE_COLUMNS
-from harness.report import METRIC_TITLES, format_table
+from harness.report.markdown import METRIC_TITLES, format_table
 
 __all__ = ["FORMATS", "select_losses", "paper_table"]
 
