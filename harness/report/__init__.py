@@ -49,8 +49,10 @@ def write_report(frame: pd.DataFrame, records: list[dict], reports_dir: Path, st
             continue
         path = plots_dir / f"{record['run_id']}.png"
         if redraw or not path.exists():
-            write_atomic(path, loss_chart(record))
-        loss_plots[record["run_id"]] = path.read_bytes()
+            loss_plots[record["run_id"]] = loss_chart(record)
+            write_atomic(path, loss_plots[record["run_id"]])
+        else:
+            loss_plots[record["run_id"]] = path.read_bytes()
         written.append(path)
     for stale in set(plots_dir.glob("*.png")) - set(written):
         stale.unlink()
