@@ -386,7 +386,7 @@ def test_a_results_folder_it_cannot_write_is_one_line_and_the_tables_stay(tmp_pa
     assert _run(_command("benchmark", "batch_hard", tmp_path, glyphs_root, "--storage", storage,
                          "--reps", "1"), tmp_path).returncode == 0
     results, reports = tmp_path / "results", tmp_path / "reports"
-    before = {p: p.read_bytes() for p in [*(results / "leaderboard").glob("*"), *reports.glob("*")]}
+    before = {p: p.read_bytes() for p in [*(results / "leaderboard").glob("*"), *reports.rglob("*")] if p.is_file()}
     target = results / "runs" if fault == "read-only" else results / "leaderboard"
     saved = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
     try:
