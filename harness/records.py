@@ -53,6 +53,17 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _cpu_model() -> str | None:
+    """The processor's name: float results depend on the kernels torch picks for it (see cpu_capability)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment() -> dict:
     """What a reader needs to rerun: versions, commit (and whether the tree was dirty), machine."""
     import torch
@@ -72,6 +83,9 @@ def environment() -> dict:
         "platform": platform.platform(),
         "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(),
+        # figures reproduce bit for bit only on the same kind of CPU: AVX-512 and AVX2 kernels round differently
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "packages": versions,
         "command": redact(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),  # a storage URL's password: ***
     }

@@ -87,7 +87,8 @@ def test_corrupt_record_is_named(tmp_path):
 def test_environment_names_versions_and_commit():
     env = environment()
     assert env["packages"]["torch"].startswith("2.14.1") and env["packages"]["optuna"]
-    assert {"git_commit", "git_dirty", "python", "platform", "device", "command"} <= set(env)
+    assert {"git_commit", "git_dirty", "python", "platform", "device", "command", "cpu", "cpu_capability"} <= set(env)
+    assert env["cpu_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256"}
 
 
 def test_harness_outputs_do_not_mark_the_code_dirty(tmp_path, monkeypatch):
