@@ -1,0 +1,119 @@
+"""The report's pieces: importances rebuilt from a record, the loss chart, and the plots folder beside the pages
+(reuse without redraw, stale plots removed, the same bytes every time)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from harness.leaderboard import leaderboard_tables, newest_complete_runs, write_leaderboards
+from harness.report import write_report
+from harness.report.importance import param_importances
+from harness.report.plots import loss_chart
+
+REPO = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _space(**distributions) -> dict:
+    return {name: json.loads(optuna.distributions.distribution_to_json(d)) for name, d in distributions.items()}
+
+
+def _record_with_trials(values_of) -> dict:
+    """A record whose 24 search trials draw `margin` and `noise` uniformly and score values_of(margin, noise)."""
+    rng = np.random.default_rng(0)
+    trials = []
+    for number in range(24):
+        margin, noise = float(rng.uniform(0, 1)), float(rng.uniform(0, 1))
+        trials.append({"number": number, "state": "COMPLETE", "value": values_of(margin, noise),
+                       "params": {"margin": margin, "noise": noise}})
+    return {"loss": {"name": "made", "search_distributions": _space(
+                margin=optuna.distributions.FloatDistribution(0, 1),
+                noise=optuna.distributions.FloatDistribution(0, 1))},
+            "search": {"trials": trials}}
+
+
+def test_the_hyperparameter_that_drives_the_value_is_the_important_one():
+    record = _record_with_trials(lambda margin, noise: 0.5 + 0.4 * margin + 0.001 * noise)
+    importances = param_importances(record)
+    assert list(importances) == ["margin", "noise"]
+    assert importances["margin"] > 0.9 and sum(importances.values()) == pytest.approx(1)
+    assert param_importances(copy.deepcopy(record)) == importances  # seeded: the same figures every time
+
+
+def test_importances_are_none_where_the_record_cannot_tell():
+    record = _record_with_trials(lambda margin, noise: margin)
+    without_space = copy.deepcopy(record)
+    del without_space["loss"]["search_distributions"]
+    assert param_importances(without_space) is None
+    assert param_importances(_record_with_trials(lambda margin, noise: 0.5)) is None  # all trials alike
+    one_trial = copy.deepcopy(record)
+    one_trial["search"]["trials"] = one_trial["search"]["trials"][:1]
+    assert param_importances(one_trial) is None
+
+
+def _committed(loss: str) -> Path:
+    return sorted((REPO / "results" / "runs").glob(f"*__glyphs__quick__{loss}"))[-1]
+
+
+def test_the_loss_chart_of_a_record_without_history_says_not_recorded_and_is_deterministic():
+    record = json.loads((_committed("circle") / "record.json").read_text())
+    bare = copy.deepcopy(record)
+    bare["search"]["trials"] = []
+    del bare["loss"]["search_distributions"]
+    for rep in bare["test"]["reproductions"]:
+        rep["folds"] = []
+    full, empty = loss_chart(record), loss_chart(bare)
+    assert full.startswith(PNG) and empty.startswith(PNG) and full != empty
+    assert loss_chart(copy.deepcopy(record)) == full  # no timestamp or random state in the file
+
+
+@pytest.fixture()
+def results(tmp_path) -> Path:
+    for loss in ("none", "circle", "batch_hard"):
+        shutil.copytree(_committed(loss), tmp_path / "results" / "runs" / _committed(loss).name)
+    return tmp_path / "results"
+
+
+def test_plots_are_reused_without_redraw_and_redrawn_with_it(results, tmp_path):
+    reports = tmp_path / "reports"
+    write_leaderboards(results, reports)
+    plots = reports / "glyphs__quick"
+    circle = plots / f"{_committed('circle').name}.png"
+    names = {p.name for p in plots.iterdir()}
+    assert names == {"map_at_r.png", "validation_vs_test.png", f"{_committed('circle').name}.png",
+                     f"{_committed('batch_hard').name}.png"}  # none is untrained: no chart of its own
+    drawn = {p.name: p.read_bytes() for p in plots.iterdir()}
+
+    circle.write_bytes(PNG + b"kept")
+    write_leaderboards(results, reports, redraw=False)
+    assert circle.read_bytes() == PNG + b"kept"
+    write_leaderboards(results, reports)
+    assert {p.name: p.read_bytes() for p in plots.iterdir()} == drawn  # the same bytes as the first drawing
+
+
+def test_plots_of_runs_that_left_the_table_are_removed(results, tmp_path):
+    reports = tmp_path / "reports"
+    write_leaderboards(results, reports)
+    gone = _committed("batch_hard").name
+    assert (reports / "glyphs__quick" / f"{gone}.png").exists()
+    shutil.rmtree(results / "runs" / gone)
+    write_leaderboards(results, reports, redraw=False)
+    assert not (reports / "glyphs__quick" / f"{gone}.png").exists()
+    assert "batch_hard" not in (reports / "glyphs__quick.html").read_text()
+
+
+def test_write_report_names_every_file_it_wrote(results, tmp_path):
+    (frame,) = leaderboard_tables(results).values()
+    by_id = {r["run_id"]: r for r in newest_complete_runs(results).values()}
+    written = write_report(frame, [by_id[i] for i in frame["run_id"]], tmp_path / "out", "t")
+    assert {p.relative_to(tmp_path / "out").as_posix() for p in written} == {
+        "t.md", "t.html", "t/map_at_r.png", "t/validation_vs_test.png",
+        f"t/{_committed('circle').name}.png", f"t/{_committed('batch_hard').name}.png"}
+    assert all(p.read_bytes() for p in written)
