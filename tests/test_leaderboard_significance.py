@@ -155,6 +155,21 @@ def test_paper_table_formats(table):
     assert list(top["loss"]) == ["a", "c"]  # the table's order
 
 
+def test_the_latex_table_of_a_reality_check_protocol_has_the_published_block(table):
+    from harness.report.paper import paper_table
+
+    frame = table.reset_index().assign(dataset="cub200", protocol="reality_check")
+    frame["loss"] = frame["loss"].replace({"a": "contrastive", "c": "triplet"})
+    latex = paper_table(frame, "latex")
+    ours, published = latex.split("\\emph{Published (Musgrave, Belongie, Lim, A Metric Learning Reality Check")
+    assert "\\textbf{contrastive}" in ours and "\ntriplet & " in ours
+    # the paper's means (Table 4, CUB-200), in FIGURE_COLUMNS order: sep. P@1, R-Prec, MAP@R, then con.
+    assert "\ncontrastive & 59.73 & 31.98 & 21.18 & 68.13 & 37.24 & 26.53 \\\\" in published
+    assert "\ntriplet & 55.76 & 29.55 & 18.75 & 64.24 & 34.55 & 23.69 \\\\" in published
+    assert "\nuntrained & 50.54 & 25.12 & 14.53 & 51.05 & 24.85 & 14.21 \\\\" in published
+    assert "a\\_twin" not in published  # only losses the paper reports
+
+
 def test_unknown_losses_and_formats_are_named(table):
     from harness.errors import HarnessError
     from harness.report.paper import paper_table, select_losses

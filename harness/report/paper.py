@@ -7,19 +7,16 @@ paper's published figures, where they exist, in blocks of their own, labelled.
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.evaluate import METRICS, MODES
 from harness.leaderboard import BASELINE, SIGNIFICANCE_COLUMNS
-from harness.report.markdown import METRIC_TITLES, format_table
+from harness.report.content import FIGURE_COLUMNS, cell, published
+from harness.report.markdown import format_table
 
 __all__ = ["FORMATS", "select_losses", "paper_table"]
 
 FORMATS = ("latex", "markdown", "csv")
-_FIGURES = [(mode, metric) for mode in MODES for metric in METRICS]
 
 
 def select_losses(frame: pd.DataFrame, losses: list[str] | None) -> pd.DataFrame:
@@ -37,7 +34,7 @@ def paper_table(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "markdown":
         return format_table(frame)
     if fmt == "csv":
-        columns = ["loss", *[f"{mode}_{m}_{s}" for mode, m in _FIGURES for s in ("mean", "ci95")]]
+        columns = ["loss", *[f"{stem}_{s}" for stem, _ in FIGURE_COLUMNS for s in ("mean", "ci95")]]
         columns += [c for c in SIGNIFICANCE_COLUMNS if c in frame] + ["reproductions", "run_id", "protocol_hash"]
         return frame[columns].to_csv(index=False, float_format="%.6f")
     if fmt == "latex":
@@ -45,33 +42,25 @@ def paper_table(frame: pd.DataFrame, fmt: str) -> str:
     raise HarnessError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
 
 
-def _percent(mean: float, ci95: float) -> str:
-    if ci95 is None or (isinstance(ci95, float) and math.isnan(ci95)):
-        return f"{100 * mean:.2f}"
-    return f"{100 * mean:.2f} $\\pm$ {100 * ci95:.2f}"
-
-
 def _escape(text: str) -> str:
     return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("&", "\\&").replace("%", "\\%")
 
 
 def _latex(frame: pd.DataFrame) -> str:
-    from harness.reference import PUBLISHED_SOURCE, published_figures
-
     first = frame.iloc[0]
     tied = frame["tied_with_best"] if "tied_with_best" in frame else pd.Series([None] * len(frame))
-    heads = " & ".join(f"{mode[:3]}. {METRIC_TITLES[m]}" for mode, m in _FIGURES)
+    heads = " & ".join(title for _, title in FIGURE_COLUMNS)
     lines = [
         f"% harness table: {first['dataset']} / {first['protocol']} (protocol hash {first['protocol_hash']})",
         "% needs \\usepackage{booktabs}",
-        "\\begin{tabular}{l" + "c" * len(_FIGURES) + "}",
+        "\\begin{tabular}{l" + "c" * len(FIGURE_COLUMNS) + "}",
         "\\toprule",
         f"Loss & {heads} \\\\",
         "\\midrule",
     ]
 
     def row_line(row: pd.Series, bold: bool) -> str:
-        cells = [_percent(row[f"{mode}_{m}_mean"], row[f"{mode}_{m}_ci95"]) for mode, m in _FIGURES]
+        cells = [cell(row[f"{stem}_mean"], row[f"{stem}_ci95"]).replace("±", "$\\pm$") for stem, _ in FIGURE_COLUMNS]
         name = _escape(str(row["loss"]))
         if bold:
             name, cells = f"\\textbf{{{name}}}", [f"\\textbf{{{c}}}" for c in cells]
@@ -84,16 +73,15 @@ def _latex(frame: pd.DataFrame) -> str:
     if not baseline.empty:
         lines.append("\\midrule")
         lines.append(row_line(baseline.iloc[0], False).replace(BASELINE, "untrained", 1))
-    published = (published_figures(str(first["dataset"])).set_index("loss")
-                 if str(first["protocol"]).startswith("reality_check") else None)
-    shown = [] if published is None else [loss for loss in trained["loss"] if loss in published.index]
-    if shown:
+    found = published(frame)
+    if found is not None:
         lines.append("\\midrule")
-        lines.append(f"\\multicolumn{{{1 + len(_FIGURES)}}}{{l}}{{\\emph{{Published ({_escape(PUBLISHED_SOURCE)}), "
+        lines.append(f"\\multicolumn{{{1 + len(FIGURE_COLUMNS)}}}{{l}}{{\\emph{{Published ({_escape(found.source)}), "
                      "means only}}} \\\\")
-        for loss in shown:
-            cells = [f"{100 * published.loc[loss, f'{mode}_{m}']:.2f}" for mode, m in _FIGURES]
-            lines.append(" & ".join([_escape(loss), *cells]) + " \\\\")
+        for loss, source, cells in found.rows:
+            if source == "published":
+                name = "untrained" if loss == BASELINE else _escape(loss)
+                lines.append(" & ".join([name, *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     if tied.notna().any():
         lines.append("% bold: tied with the best loss (two-level paired bootstrap of con. MAP@R, Holm-corrected, "
