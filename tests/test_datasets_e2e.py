@@ -31,7 +31,13 @@ LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
+# the layouts through make (about 45 s each), but for two that tests/test_dataset_loaders.py reads and checks
+# give the same dataset as a layout run here (Cars196 devkit = annos, In-Shop Img/img = img)
+THROUGH_MAKE = [layout for layout in LAYOUTS if layout not in {"cars196-devkit",
+                                                               "inshop-top-Img"}]
+
+
+@pytest.mark.parametrize("layout", THROUGH_MAKE)
 def test_smoke_benchmark_through_make(tmp_path, layout):
     data_root = tmp_path / "data"
     dataset, _ = LAYOUTS[layout](data_root)
