@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from committed_runs import committed_run, copy_committed_runs
 
 from harness.leaderboard import leaderboard_tables, newest_complete_runs, write_leaderboards
 from harness.report import write_report
 from harness.report.importance import param_importances
 from harness.report.plots import loss_chart
 
-REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -58,12 +58,8 @@ def test_importances_are_none_where_the_record_cannot_tell():
     assert param_importances(one_trial) is None
 
 
-def _committed(loss: str) -> Path:
-    return sorted((REPO / "results" / "runs").glob(f"*__glyphs__quick__{loss}"))[-1]
-
-
 def test_the_loss_chart_of_a_record_without_history_says_not_recorded_and_is_deterministic():
-    record = json.loads((_committed("circle") / "record.json").read_text())
+    record = json.loads((committed_run("circle") / "record.json").read_text())
     bare = copy.deepcopy(record)
     bare["search"]["trials"] = []
     del bare["loss"]["search_distributions"]
@@ -76,19 +72,17 @@ def test_the_loss_chart_of_a_record_without_history_says_not_recorded_and_is_det
 
 @pytest.fixture()
 def results(tmp_path) -> Path:
-    for loss in ("none", "circle", "batch_hard"):
-        shutil.copytree(_committed(loss), tmp_path / "results" / "runs" / _committed(loss).name)
-    return tmp_path / "results"
+    return copy_committed_runs(("none", "circle", "batch_hard"), tmp_path / "results")
 
 
 def test_plots_are_reused_without_redraw_and_redrawn_with_it(results, tmp_path):
     reports = tmp_path / "reports"
     write_leaderboards(results, reports)
     plots = reports / "glyphs__quick"
-    circle = plots / f"{_committed('circle').name}.png"
+    circle = plots / f"{committed_run('circle').name}.png"
     names = {p.name for p in plots.iterdir()}
-    assert names == {"map_at_r.png", "validation_vs_test.png", f"{_committed('circle').name}.png",
-                     f"{_committed('batch_hard').name}.png"}  # none is untrained: no chart of its own
+    assert names == {"map_at_r.png", "validation_vs_test.png", f"{committed_run('circle').name}.png",
+                     f"{committed_run('batch_hard').name}.png"}  # none is untrained: no chart of its own
     drawn = {p.name: p.read_bytes() for p in plots.iterdir()}
 
     circle.write_bytes(PNG + b"kept")
@@ -101,7 +95,7 @@ def test_plots_are_reused_without_redraw_and_redrawn_with_it(results, tmp_path):
 def test_plots_of_runs_that_left_the_table_are_removed(results, tmp_path):
     reports = tmp_path / "reports"
     write_leaderboards(results, reports)
-    gone = _committed("batch_hard").name
+    gone = committed_run("batch_hard").name
     assert (reports / "glyphs__quick" / f"{gone}.png").exists()
     shutil.rmtree(results / "runs" / gone)
     write_leaderboards(results, reports, redraw=False)
@@ -115,5 +109,5 @@ def test_write_report_names_every_file_it_wrote(results, tmp_path):
     written = write_report(frame, [by_id[i] for i in frame["run_id"]], tmp_path / "out", "t")
     assert {p.relative_to(tmp_path / "out").as_posix() for p in written} == {
         "t.md", "t.html", "t/map_at_r.png", "t/validation_vs_test.png",
-        f"t/{_committed('circle').name}.png", f"t/{_committed('batch_hard').name}.png"}
+        f"t/{committed_run('circle').name}.png", f"t/{committed_run('batch_hard').name}.png"}
     assert all(p.read_bytes() for p in written)

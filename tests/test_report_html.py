@@ -15,10 +15,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from committed_runs import REPO, copy_committed_runs
 
 from harness.leaderboard import write_leaderboards
 
-REPO = Path(__file__).resolve().parents[1]
 LOSSES = ("none", "circle", "batch_hard", "fastap")
 
 
@@ -39,10 +39,7 @@ def _chromium() -> str:
 def report_page(tmp_path_factory) -> Path:
     """The page of a table of four committed glyphs/quick runs, drawn afresh into a temporary folder."""
     root = tmp_path_factory.mktemp("report")
-    for loss in LOSSES:
-        (run,) = sorted((REPO / "results" / "runs").glob(f"*__glyphs__quick__{loss}"))[-1:]
-        shutil.copytree(run, root / "results" / "runs" / run.name)
-    write_leaderboards(root / "results", root / "reports")
+    write_leaderboards(copy_committed_runs(LOSSES, root / "results"), root / "reports")
     return root / "reports" / "glyphs__quick.html"
 
 
