@@ -242,15 +242,22 @@ def test_train_fold_raises_loss_not_finite(tiny_protocol, data_root, monkeypatch
                                  val_set=data.subset(split.folds[0].val), seed=0)
 
 
-def test_quick_protocol_trains_batch_hard_well_past_the_untrained_network(tmp_path, data_root):
-    """The shipped protocol's promise: its training (backbone, budget, batches, augmentation) with one trial
-    and one reproduction, so that it fits the suite (the four trials of the committed record score alike)."""
+def test_quick_protocol_trains_batch_hard_well_past_the_untrained_network(data_root):
+    """The shipped protocol's promise: its training (backbone, budget, batches, augmentation) on one search fold
+    lifts validation MAP@R well past the same network untrained (the benchmark's `none` baseline scores that)."""
+    from harness.metrics import retrieval_metrics
     from harness.protocol import load_protocol
 
-    quick = load_protocol("quick").with_overrides(trials=1, reproductions=1)
-    trained = _run(tmp_path, quick, data_root)["test"]["summary"]["concatenated_map_at_r"]["mean"]
-    untrained = _run(tmp_path, quick, data_root, loss="none")["test"]["summary"]["concatenated_map_at_r"]["mean"]
-    assert trained >= 1.5 * untrained, (trained, untrained)
+    quick = load_protocol("quick")
+    data = load_dataset("glyphs", image_size=quick.images.image_size, resize=quick.images.resize, root=data_root)
+    fold = class_disjoint_split(data.num_classes).folds[0]
+    train_set, val_set = data.subset(fold.train), data.subset(fold.val)
+    trained = harness.train.train_fold(protocol=quick, loss_name="batch_hard", hparams={"margin": 0.2},
+                                       train_set=train_set, val_set=val_set, seed=0)
+    untrained = harness.train.build_model(quick, in_chans=val_set.channels, seed=0).eval()
+    baseline = retrieval_metrics(harness.train.embed(untrained, val_set, quick, device=torch.device("cpu")),
+                                 val_set.labels.numpy())["map_at_r"]
+    assert trained.best_val_map_at_r >= 1.5 * baseline, (trained.best_val_map_at_r, baseline)
 
 
 @pytest.mark.parametrize("loss_name", losses.available())
