@@ -1,7 +1,6 @@
-"""`make benchmark LOSS=batch_hard DATASET=<each layout> PROTOCOL=smoke`, end to end on generated copies.
-
-Every layout a researcher may have on disk goes through the README's own command: listed, decoded into
-the image cache, split, searched, tested, recorded and tabled. In-Shop is scored query against gallery.
+"""The whole benchmark, end to end, on generated copies of every layout a researcher may have on disk: listed,
+decoded into the image cache, split, searched, tested, recorded and tabled. In-Shop is scored query against
+gallery. Three of them also go through the README's own command, `make benchmark ... PROTOCOL=smoke`.
 """
 
 from __future__ import annotations
@@ -13,6 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dataset_fixtures import make_cars, make_csv_set, make_cub, make_image_folder, make_inshop, make_sop
+
+from harness.benchmark import run_benchmark
+from harness.protocol import load_protocol
 
 pytestmark = pytest.mark.slow
 
@@ -31,27 +33,19 @@ LAYOUTS = {
 }
 
 
-# the layouts through make (about 45 s each), but for two that tests/test_dataset_loaders.py reads and checks
-# give the same dataset as a layout run here (Cars196 devkit = annos, In-Shop Img/img = img)
-THROUGH_MAKE = [layout for layout in LAYOUTS if layout not in {"cars196-devkit",
-                                                               "inshop-top-Img"}]
+# Through make: a registered dataset, In-Shop (scored query against gallery) and a researcher's own set, on the
+# smoke protocol (about 45 s each). Every layout, these too, also runs the whole benchmark in-process on a
+# test-sized protocol with the same image pipeline (a few seconds each).
+THROUGH_MAKE = ["cub200", "inshop-eval", "csv"]
+TINY_IMAGES = Path(__file__).parent / "tiny_images.toml"
 
 
-@pytest.mark.parametrize("layout", THROUGH_MAKE)
-def test_smoke_benchmark_through_make(tmp_path, layout):
-    data_root = tmp_path / "data"
-    dataset, _ = LAYOUTS[layout](data_root)
-    results, reports = tmp_path / "results", tmp_path / "reports"
-    run = subprocess.run(["make", "--no-print-directory", "benchmark", "LOSS=batch_hard", f"DATASET={dataset}",
-                          "PROTOCOL=smoke", f"DATA_ROOT={data_root}", f"RESULTS={results}", f"REPORTS={reports}"],
-                         cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "| batch_hard |" in run.stdout  # the table the command prints
-
+def _check_run(results: Path, reports: Path, data_root: Path, dataset: str, protocol: str, backbone: str) -> None:
+    """The record, table and report of one batch_hard run of `dataset` on the generated copy under data_root."""
     (record_path,) = results.glob("runs/*/record.json")
     record = json.loads(record_path.read_text())
-    assert record["status"] == "complete" and record["protocol"]["name"] == "smoke"
-    assert record["protocol"]["model"]["backbone"] == "bn_inception"
+    assert record["status"] == "complete" and record["protocol"]["name"] == protocol
+    assert record["protocol"]["model"]["backbone"] == backbone
     data = record["dataset"]
     assert data["official"] is False  # a small copy, or a researcher's own set
     if dataset.startswith("/"):
@@ -71,8 +65,31 @@ def test_smoke_benchmark_through_make(tmp_path, layout):
 
     (table_path,) = results.glob("leaderboard/*.csv")
     # not the official copy: its rows get a table of their own, named by the data version
-    assert "__smoke__data-" in table_path.name
+    assert f"__{protocol}__" in table_path.name and "__data-" in table_path.name
     table = pd.read_csv(table_path)
     assert list(table["loss"]) == ["batch_hard"] and table.loc[0, "dataset_version"] == data["version"]
     assert (reports / table_path.with_suffix(".md").name).is_file()
-    assert list((data_root / ".cache" / "images").glob("*-72px/COMPLETE"))  # decoded once, at the smoke size
+    assert list((data_root / ".cache" / "images").glob("*-72px/COMPLETE"))  # decoded once, at 72 px
+
+
+@pytest.mark.parametrize("layout", THROUGH_MAKE)
+def test_smoke_benchmark_through_make(tmp_path, layout):
+    data_root = tmp_path / "data"
+    dataset, _ = LAYOUTS[layout](data_root)
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    run = subprocess.run(["make", "--no-print-directory", "benchmark", "LOSS=batch_hard", f"DATASET={dataset}",
+                          "PROTOCOL=smoke", f"DATA_ROOT={data_root}", f"RESULTS={results}", f"REPORTS={reports}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "| batch_hard |" in run.stdout  # the table the command prints
+    _check_run(results, reports, data_root, dataset, "smoke", "bn_inception")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_runs_the_whole_benchmark(tmp_path, layout):
+    data_root = tmp_path / "data"
+    dataset, _ = LAYOUTS[layout](data_root)
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    run_benchmark(loss_name="batch_hard", dataset=dataset, protocol=load_protocol(TINY_IMAGES),
+                  results_dir=results, reports_dir=reports, data_root=data_root, progress=False)
+    _check_run(results, reports, data_root, dataset, "tiny_images", "test_efficientnet")
