@@ -70,31 +70,43 @@ def test_the_loss_chart_of_a_record_without_history_says_not_recorded_and_is_det
     assert loss_chart(copy.deepcopy(record)) == full  # no timestamp or random state in the file
 
 
-@pytest.fixture()
-def results(tmp_path) -> Path:
-    return copy_committed_runs(("none", "circle", "batch_hard"), tmp_path / "results")
+RUNS = ("none", "circle", "batch_hard")
 
 
-def test_plots_are_reused_without_redraw_and_redrawn_with_it(results, tmp_path):
-    reports = tmp_path / "reports"
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory) -> tuple[Path, Path, dict[str, bytes]]:
+    """The table of three committed runs drawn once for the module: its results, reports and plots' bytes."""
+    root = tmp_path_factory.mktemp("drawn")
+    results, reports = copy_committed_runs(RUNS, root / "results"), root / "reports"
     write_leaderboards(results, reports)
+    return results, reports, {p.name: p.read_bytes() for p in (reports / "glyphs__quick").iterdir()}
+
+
+@pytest.fixture()
+def drawn_copy(drawn, tmp_path) -> tuple[Path, Path]:
+    """A copy of the drawn results and reports that a test may change."""
+    results, reports, _ = drawn
+    shutil.copytree(results, tmp_path / "results")
+    shutil.copytree(reports, tmp_path / "reports")
+    return tmp_path / "results", tmp_path / "reports"
+
+
+def test_plots_are_reused_without_redraw_and_redrawn_with_it(drawn, drawn_copy):
+    results, reports = drawn_copy
     plots = reports / "glyphs__quick"
     circle = plots / f"{committed_run('circle').name}.png"
-    names = {p.name for p in plots.iterdir()}
-    assert names == {"map_at_r.png", "validation_vs_test.png", f"{committed_run('circle').name}.png",
-                     f"{committed_run('batch_hard').name}.png"}  # none is untrained: no chart of its own
-    drawn = {p.name: p.read_bytes() for p in plots.iterdir()}
+    assert set(drawn[2]) == {"map_at_r.png", "validation_vs_test.png", f"{committed_run('circle').name}.png",
+                             f"{committed_run('batch_hard').name}.png"}  # none is untrained: no chart of its own
 
     circle.write_bytes(PNG + b"kept")
     write_leaderboards(results, reports, redraw=False)
     assert circle.read_bytes() == PNG + b"kept"
     write_leaderboards(results, reports)
-    assert {p.name: p.read_bytes() for p in plots.iterdir()} == drawn  # the same bytes as the first drawing
+    assert {p.name: p.read_bytes() for p in plots.iterdir()} == drawn[2]  # the same bytes as the first drawing
 
 
-def test_plots_of_runs_that_left_the_table_are_removed(results, tmp_path):
-    reports = tmp_path / "reports"
-    write_leaderboards(results, reports)
+def test_plots_of_runs_that_left_the_table_are_removed(drawn_copy):
+    results, reports = drawn_copy
     gone = committed_run("batch_hard").name
     assert (reports / "glyphs__quick" / f"{gone}.png").exists()
     shutil.rmtree(results / "runs" / gone)
@@ -103,7 +115,8 @@ def test_plots_of_runs_that_left_the_table_are_removed(results, tmp_path):
     assert "batch_hard" not in (reports / "glyphs__quick.html").read_text()
 
 
-def test_write_report_names_every_file_it_wrote(results, tmp_path):
+def test_write_report_names_every_file_it_wrote(drawn, tmp_path):
+    results = drawn[0]
     (frame,) = leaderboard_tables(results).values()
     by_id = {r["run_id"]: r for r in newest_complete_runs(results).values()}
     written = write_report(frame, [by_id[i] for i in frame["run_id"]], tmp_path / "out", "t")
