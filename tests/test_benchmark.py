@@ -252,7 +252,8 @@ def test_quick_protocol_trains_batch_hard_well_past_the_untrained_network(data_r
     data = load_dataset("glyphs", image_size=quick.images.image_size, resize=quick.images.resize, root=data_root)
     fold = class_disjoint_split(data.num_classes).folds[0]
     train_set, val_set = data.subset(fold.train), data.subset(fold.val)
-    trained = harness.train.train_fold(protocol=quick, loss_name="batch_hard", hparams={"margin": 0.2},
+    trained = harness.train.train_fold(protocol=quick, loss_name="batch_hard",
+                                       hparams=dict(losses.info("batch_hard").defaults),
                                        train_set=train_set, val_set=val_set, seed=0)
     untrained = harness.train.build_model(quick, in_chans=val_set.channels, seed=0).eval()
     baseline = retrieval_metrics(harness.train.embed(untrained, val_set, quick, device=torch.device("cpu")),
