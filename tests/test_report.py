@@ -93,16 +93,17 @@ def drawn_copy(drawn, tmp_path) -> tuple[Path, Path]:
 
 def test_plots_are_reused_without_redraw_and_redrawn_with_it(drawn, drawn_copy):
     results, reports = drawn_copy
+    _, _, first_drawing = drawn
     plots = reports / "glyphs__quick"
     circle = plots / f"{committed_run('circle').name}.png"
-    assert set(drawn[2]) == {"map_at_r.png", "validation_vs_test.png", f"{committed_run('circle').name}.png",
-                             f"{committed_run('batch_hard').name}.png"}  # none is untrained: no chart of its own
+    assert set(first_drawing) == {"map_at_r.png", "validation_vs_test.png", f"{committed_run('circle').name}.png",
+                                  f"{committed_run('batch_hard').name}.png"}  # none is untrained: no chart of its own
 
     circle.write_bytes(PNG + b"kept")
     write_leaderboards(results, reports, redraw=False)
     assert circle.read_bytes() == PNG + b"kept"
     write_leaderboards(results, reports)
-    assert {p.name: p.read_bytes() for p in plots.iterdir()} == drawn[2]  # the same bytes as the first drawing
+    assert {p.name: p.read_bytes() for p in plots.iterdir()} == first_drawing  # the same bytes as at first
 
 
 def test_plots_of_runs_that_left_the_table_are_removed(drawn_copy):
@@ -116,7 +117,7 @@ def test_plots_of_runs_that_left_the_table_are_removed(drawn_copy):
 
 
 def test_write_report_names_every_file_it_wrote(drawn, tmp_path):
-    results = drawn[0]
+    results, _, _ = drawn
     (frame,) = leaderboard_tables(results).values()
     by_id = {r["run_id"]: r for r in newest_complete_runs(results).values()}
     written = write_report(frame, [by_id[i] for i in frame["run_id"]], tmp_path / "out", "t")
