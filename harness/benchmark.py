@@ -8,6 +8,8 @@ Every input is checked before anything is written under `results/`: the names, t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,23 +19,33 @@ import torch
 
 import losses
 from harness.backbones import check_backbone_name, weight_metadata
+from harness.baseline import baseline_loss, baseline_search, is_baseline
 from harness.data import EMBEDDED, ImageSet, check_dataset_name, dataset_label, load_dataset
-from harness.errors import HarnessError
-from harness.evaluate import collect_test, queue_units, run_test_units, unit_progress, units_dir, units_study_name
+from harness.errors import HarnessError, RunFailed
+from harness.evaluate import (
+    collect_test,
+    failed_units,
+    queue_units,
+    run_test_units,
+    unit_progress,
+    units_dir,
+    units_study_name,
+)
 from harness.jobs import THREADS_PER_TRAINING, Jobs
-from harness.leaderboard import BASELINE, write_leaderboards
 from harness.per_query import pack, write_per_query
 from harness.protocol import Protocol
-from harness.records import environment, new_run_id, newest_complete_runs, save_record
-from harness.search import (
-    PRUNED_AFTER_FOLD,
-    SearchResult,
-    counted_trials,
-    run_search,
-    search_result,
-    search_target,
-    study_name,
+from harness.publish import publish
+from harness.records import (
+    RunRecord,
+    environment,
+    load_record,
+    new_run_id,
+    newest_complete_runs,
+    record_path,
+    write_record,
 )
+from harness.run_key import RunKey
+from harness.search import PRUNED_AFTER_FOLD, SearchResult, counted_trials, run_search, search_result, search_target
 from harness.seeding import derive_seed
 from harness.splits import Split, class_disjoint_split
 from harness.studies.storage import Storage, open_storage
@@ -41,7 +53,9 @@ from harness.studies.study import FINISHED, StudyIdentity, join_study
 from harness.train import build_model
 from harness.transforms import eval_batch
 
-__all__ = ["run_benchmark", "default_storage", "check_loss_name", "check_inputs", "loss_identity", "completed_run"]
+__all__ = ["RunContext", "run_benchmark", "default_storage", "check_loss_name", "check_inputs", "loss_section",
+           "run_key", "completed_run", "prepare_run", "search_stage", "test_stage", "record_stage",
+           "write_record_once"]
 
 
 def default_storage(results_dir: Path) -> str:
@@ -49,7 +63,7 @@ def default_storage(results_dir: Path) -> str:
 
 
 def check_loss_name(loss_name: str) -> None:
-    if loss_name != BASELINE:
+    if not is_baseline(loss_name):
         losses.info(loss_name)  # raises LossError listing the known losses
 
 
@@ -97,17 +111,18 @@ def _check_data_fits(data: ImageSet, split: Split, protocol: Protocol) -> None:
         model.eval()(eval_batch(data, np.arange(min(2, len(data))), protocol.images))
 
 
-def loss_identity(loss_name: str) -> dict:
-    """Name, paper and a hash of the loss's source file, so a changed loss is visible in the record."""
-    if loss_name == BASELINE:
-        return {"name": BASELINE, "description": "the network as initialised, no training"}
+def loss_section(loss_name: str) -> dict:
+    """The record's loss section: name, paper, search space and the identity of the code it runs
+    (computed here, once per run; the run key carries it from here on)."""
+    if is_baseline(loss_name):
+        return baseline_loss()
     info = losses.info(loss_name)
     return {
         "name": loss_name,
         "class": f"{info.cls.__module__}:{info.cls.__qualname__}",
         "description": info.description,
         "paper": info.paper,
-        "source_sha256": losses.source_sha256(loss_name),
+        "identity": losses.identity(loss_name),
         "search_space": {k: losses.describe(v) for k, v in info.space.items()},
         # Optuna's own form, so a report can rebuild the study (importances) from the record alone
         "search_distributions": {k: json.loads(optuna.distributions.distribution_to_json(v))
@@ -115,24 +130,135 @@ def loss_identity(loss_name: str) -> dict:
     }
 
 
-def completed_run(results_dir: Path, *, loss_name: str, dataset: str, protocol: Protocol,
-                  dataset_version: str | None = None) -> str | None:
-    """The newest complete run of this loss (same source) on this dataset (this version, when given)
-    and protocol hash, if any.
+def run_key(dataset: str, dataset_version: str | None, protocol: Protocol, loss: dict) -> RunKey:
+    """The key of a run of the loss section `loss` (see loss_section)."""
+    return RunKey(dataset, dataset_version, protocol.hash, loss["name"], loss["identity"], protocol_name=protocol.name)
 
-    Lets a long series of benchmarks (`make zoo`) continue where it stopped instead of redoing runs.
-    """
-    key = (dataset, protocol.hash, loss_name, loss_identity(loss_name).get("source_sha256"))
-    runs = [record for run_key, record in newest_complete_runs(results_dir).items()
-            if run_key[:4] == key and dataset_version in (None, run_key[4])]
-    return max(runs, key=lambda r: r["finished_at"])["run_id"] if runs else None
+
+def completed_run(results_dir: Path, key: RunKey) -> str | None:
+    """The newest complete run of exactly this key, if any: lets a long series of benchmarks (`make zoo`)
+    continue where it stopped instead of redoing runs, and never skips a loss whose code changed."""
+    record = newest_complete_runs(results_dir).get(key)
+    return record.run_id if record else None
+
+
+@dataclass
+class RunContext:
+    """What the stages of one run share: made by `prepare`, filled in by `search` and `test`."""
+
+    key: RunKey
+    protocol: Protocol
+    loss: dict
+    data: ImageSet
+    split: Split
+    trainval: ImageSet
+    store: Storage
+    results_dir: Path
+    reports_dir: Path
+    environment: dict
+    jobs: Jobs
+    progress: bool = True
+    take_work: bool = True
+    poll_seconds: float | None = None
+    search: dict | None = None
+    search_study: str | None = None
+
+    @property
+    def trained_loss(self) -> str | None:
+        """The loss the test units train, None for the untrained baseline."""
+        return None if is_baseline(self.key.loss) else self.key.loss
+
+    @property
+    def test_study(self) -> str:
+        return units_study_name(self.key)
+
+
+def prepare_run(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,
+            storage: str | None, data_root: Path | None, progress: bool, heartbeat_seconds: int) -> dict:
+    """Every check before anything is written: names, the data (listed and decoded), the split against the
+    batch, the network (one batch through it); then the run's key and the storage."""
+    check_inputs(loss_name, dataset, protocol)
+    loss = loss_section(loss_name)
+    env = environment()  # the commit and the versions as the run starts: the code that ran
+    data = load_dataset(dataset, image_size=protocol.images.image_size, resize=protocol.images.resize,
+                        root=data_root, progress=progress)
+    split = class_disjoint_split(data.num_classes, protocol.search.folds, trainval_classes=data.trainval_classes)
+    trainval = data.subset(split.trainval)
+    _check_data_fits(trainval, split, protocol)
+    store = open_storage(storage or default_storage(Path(results_dir)), heartbeat_seconds=heartbeat_seconds)
+    return {"key": run_key(dataset_label(dataset), data.version, protocol, loss), "protocol": protocol,
+            "loss": loss, "data": data, "split": split, "trainval": trainval, "store": store,
+            "results_dir": Path(results_dir), "reports_dir": Path(reports_dir), "environment": env}
+
+
+def search_stage(ctx: RunContext) -> None:
+    """The search stage: the best hyperparameters on the train/validation half (nothing for the baseline)."""
+    if is_baseline(ctx.key.loss):
+        ctx.search, ctx.search_study = baseline_search(), None
+    elif ctx.take_work:
+        result = run_search(ctx.trainval, ctx.split, ctx.protocol, ctx.key, storage=ctx.store,
+                            progress=ctx.progress, poll_seconds=ctx.poll_seconds, jobs=ctx.jobs)
+        ctx.search, ctx.search_study = _search_record(result, ctx.store, ctx.protocol, ctx.split), result.study_name
+    else:
+        ctx.search = _finished_search(ctx.store, ctx.key, ctx.protocol, ctx.split)
+        ctx.search_study = ctx.key.study_name
+
+
+def test_stage(ctx: RunContext) -> optuna.Study:
+    """The test stage, the only one that reads the test half: every (reproduction, fold) unit done."""
+    test_study = join_study(ctx.store, ctx.test_study, StudyIdentity(ctx.key, ctx.protocol), stage="test")
+    queue_units(ctx.store, test_study, ctx.protocol, ctx.split, ctx.search["best_params"])
+    if ctx.take_work:
+        # the test half is materialised only now, after the search has finished
+        run_test_units(ctx.trainval, ctx.data.subset(ctx.split.test), ctx.split, ctx.protocol, ctx.trained_loss,
+                       ctx.search["best_params"], storage=ctx.store, study=test_study,
+                       directory=units_dir(ctx.results_dir, ctx.test_study), progress=ctx.progress,
+                       poll_seconds=ctx.poll_seconds, jobs=ctx.jobs)
+    failed = failed_units(test_study)
+    if failed:
+        raise RunFailed(f"{ctx.key.loss}: " + "; ".join(failed) + "; the run has no record (its test figures "
+                        "would lack these units)")
+    done, total = unit_progress(test_study)
+    if done < total:
+        raise RunFailed(f"{done} of {total} test units of {ctx.key.loss} are done; start a worker "
+                        "(harness worker, same options) to finish them")
+    return test_study
+
+
+def record_stage(ctx: RunContext, test_study: optuna.Study) -> tuple[RunRecord, bool]:
+    """The record stage: written once, whichever worker gets here first. Returns (record, written now)."""
+    test_set = ctx.data.subset(ctx.split.test)
+    directory = units_dir(ctx.results_dir, ctx.test_study)
+
+    def describe_run(run_id: str) -> RunRecord:
+        per_query: dict = {}
+        test_figures = collect_test(test_study, test_set, ctx.protocol, ctx.split, directory, per_query)
+        # beside the record, and written before it: a record never names a file that is not there
+        relevant = per_query.pop("relevant")
+        test_figures["per_query"] = write_per_query(ctx.results_dir / "runs" / run_id, pack(relevant, per_query))
+        started_at = _started_at(ctx.store, [ctx.search_study, ctx.test_study])
+        finished = datetime.now(UTC)
+        return RunRecord(
+            run_id=run_id, status="complete", started_at=started_at, finished_at=finished.isoformat(),
+            wall_seconds=round((finished - datetime.fromisoformat(started_at)).total_seconds(), 2),
+            dataset={"name": ctx.key.dataset, "version": ctx.key.dataset_version, "official": ctx.data.official,
+                     "num_classes": ctx.data.num_classes, "num_items": len(ctx.data),
+                     "trainval_classes": len(ctx.split.trainval), "test_classes": len(ctx.split.test),
+                     "test_items": len(test_set), **ctx.data.details},
+            protocol=ctx.protocol.to_dict(), protocol_hash=ctx.protocol.hash, loss=ctx.loss,
+            split=ctx.split.as_dict(), search=ctx.search, test=test_figures, seed=ctx.protocol.search.seed,
+            environment={**ctx.environment, "jobs": ctx.jobs.jobs, "threads_per_training": THREADS_PER_TRAINING})
+
+    return write_record_once(ctx.store, ctx.results_dir, [ctx.test_study, ctx.search_study],
+                             new_run_id(ctx.key.dataset, ctx.protocol.name, ctx.key.loss), describe_run)
 
 
 def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,
                   storage: str | None = None, data_root: Path | None = None, progress: bool = True,
                   take_work: bool = True, heartbeat_seconds: int = 60, poll_seconds: float | None = None,
-                  jobs: int = 1) -> dict:
-    """Run the whole protocol for one loss (or the untrained baseline) and return its record.
+                  jobs: int = 1) -> tuple[RunRecord, dict | None]:
+    """Run the whole protocol for one loss (or the untrained baseline): prepare -> search -> test -> record
+    -> publish. Returns the record and, when this process wrote it, the tables it published (else None).
 
     This process is one worker of the study: any other process running the same command (`harness
     worker`) shares the search trials and the test units with it. The record is written once, by the
@@ -140,80 +266,17 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
     `jobs` trainings run side by side (a trial's folds, the test units), each on fixed threads, so the
     figures are the same for any number.
     """
-    check_inputs(loss_name, dataset, protocol)
-    # the loss's source hash, the commit and the versions as the run starts: the code that ran
-    identity = loss_identity(loss_name)
-    env = environment()
-    data = load_dataset(dataset, image_size=protocol.images.image_size, resize=protocol.images.resize,
-                        root=data_root, progress=progress)
-    split = class_disjoint_split(data.num_classes, protocol.search.folds, trainval_classes=data.trainval_classes)
-    trainval = data.subset(split.trainval)
-    _check_data_fits(trainval, split, protocol)
-    dataset = dataset_label(dataset)
-    results_dir = Path(results_dir)
-    store = open_storage(storage or default_storage(results_dir), heartbeat_seconds=heartbeat_seconds)
-    baseline = loss_name == BASELINE
-    name = None if baseline else study_name(dataset, protocol, loss_name)
-    with store.sole_worker(name or units_study_name(dataset, protocol, None, None)), Jobs(jobs) as pool:
-        if baseline:
-            search_record, search_study = {"study": None, "storage": None, "trials_counted": 0, "best_params": {},
-                                           "best_value": None, "best_trial": None, "trials": []}, None
-        elif take_work:
-            search = run_search(trainval, split, protocol, loss_name, dataset=dataset, storage=store,
-                                dataset_version=data.version, progress=progress, poll_seconds=poll_seconds,
-                                jobs=pool)
-            search_record, search_study = _search_record(search, store, protocol, split), search.study_name
-        else:
-            search_record, search_study = _finished_search(store, name, protocol, loss_name, split), name
-        study_identity = StudyIdentity(dataset, data.version, protocol, loss_name, identity.get("source_sha256"))
-        test_name = units_study_name(dataset, protocol, loss_name, search_study)
-        test_study = join_study(store, test_name, study_identity, stage="test")
-        queue_units(store, test_study, protocol, split, search_record["best_params"])
-        directory = units_dir(results_dir, test_name)
-        # the test half is materialised only now, after the search has finished
-        test = data.subset(split.test)
-        if take_work:
-            run_test_units(trainval, test, split, protocol, None if baseline else loss_name,
-                           search_record["best_params"], storage=store, study=test_study, directory=directory,
-                           progress=progress, poll_seconds=poll_seconds, jobs=pool)
-        done, total = unit_progress(test_study)
-        if done < total:
-            raise HarnessError(f"{done} of {total} test units of {loss_name} are done; start a worker "
-                               "(harness worker, same options) to finish them")
-
-        def describe_run(run_id: str) -> dict:
-            per_query: dict = {}
-            test_figures = collect_test(test_study, test, protocol, split, directory, per_query)
-            # beside the record, and written before it: a record never names a file that is not there
-            relevant = per_query.pop("relevant")
-            test_figures["per_query"] = write_per_query(Path(results_dir) / "runs" / run_id, pack(relevant, per_query))
-            started_at = _started_at(store, [search_study, test_name])
-            finished = datetime.now(UTC)
-            return {
-                "run_id": run_id,
-                "status": "complete",
-                "started_at": started_at,
-                "finished_at": finished.isoformat(),
-                "wall_seconds": round((finished - datetime.fromisoformat(started_at)).total_seconds(), 2),
-                "dataset": {"name": dataset, "version": data.version, "official": data.official,
-                            "num_classes": data.num_classes, "num_items": len(data),
-                            "trainval_classes": len(split.trainval), "test_classes": len(split.test),
-                            "test_items": len(test), **data.details},
-                "protocol": protocol.to_dict(),
-                "protocol_hash": protocol.hash,
-                "loss": identity,
-                "split": split.as_dict(),
-                "search": search_record,
-                "test": test_figures,
-                "seed": protocol.search.seed,
-                "environment": {**env, "jobs": jobs, "threads_per_training": THREADS_PER_TRAINING},
-            }
-
-        record, written = write_record_once(store, results_dir, [test_name, search_study],
-                                            new_run_id(dataset, protocol.name, loss_name), describe_run)
-    if written:
-        write_leaderboards(results_dir, reports_dir, redraw=False)  # only the new run's plot is drawn
-    return record
+    prepared = prepare_run(loss_name=loss_name, dataset=dataset, protocol=protocol, results_dir=results_dir,
+                       reports_dir=reports_dir, storage=storage, data_root=data_root, progress=progress,
+                       heartbeat_seconds=heartbeat_seconds)
+    store = prepared["store"]
+    with store.sole_worker(prepared["key"].study_name), Jobs(jobs) as pool:
+        ctx = RunContext(**prepared, jobs=pool, progress=progress, take_work=take_work, poll_seconds=poll_seconds)
+        search_stage(ctx)
+        test_study = test_stage(ctx)
+        run, written = record_stage(ctx, test_study)
+    tables = publish(ctx.results_dir, ctx.reports_dir, redraw=False) if written else None  # only the new plot
+    return run, tables
 
 
 def _started_at(store: Storage, studies: list[str | None]) -> str:
@@ -235,8 +298,9 @@ def _search_record(search: SearchResult, store: Storage, protocol: Protocol, spl
             "fold_seeds": [derive_seed(protocol.search.seed, "search", f) for f in range(len(split.folds))]}
 
 
-def _finished_search(store: Storage, name: str, protocol: Protocol, loss_name: str, split: Split) -> dict:
+def _finished_search(store: Storage, key: RunKey, protocol: Protocol, split: Split) -> dict:
     """The search record of a study other workers finished (for `harness record`)."""
+    name, loss_name = key.study_name, key.loss
     if name not in optuna.get_all_study_names(store.optuna_storage):
         raise HarnessError(f"no study {name} in {store.shown}: nothing has been run for this loss yet")
     study = optuna.load_study(study_name=name, storage=store.optuna_storage)
@@ -248,7 +312,7 @@ def _finished_search(store: Storage, name: str, protocol: Protocol, loss_name: s
 
 
 def write_record_once(store: Storage, results_dir: Path, studies: list[str | None], run_id: str,
-                      describe_run) -> tuple[dict, bool]:
+                      describe_run: Callable[[str], RunRecord]) -> tuple[RunRecord, bool]:
     """Write the record of finished work exactly once, whichever worker gets here first.
 
     The run id is claimed in the test study before the file is written, so a process that dies in
@@ -258,12 +322,12 @@ def write_record_once(store: Storage, results_dir: Path, studies: list[str | Non
     with store.lock(test_name):
         test_study = optuna.load_study(study_name=test_name, storage=store.optuna_storage)
         run_id = test_study.user_attrs.get(FINISHED) or run_id
-        path = Path(results_dir) / "runs" / run_id / "record.json"
+        path = record_path(results_dir, run_id)
         if path.exists():
-            return json.loads(path.read_text(encoding="utf-8")), False
+            return load_record(path), False
         for name in studies:
             if name:
                 optuna.load_study(study_name=name, storage=store.optuna_storage).set_user_attr(FINISHED, run_id)
-        record = describe_run(run_id)
-        save_record(results_dir, record)
-    return record, True
+        run = describe_run(run_id)
+        write_record(results_dir, run)
+    return run, True

@@ -6,6 +6,11 @@ leaderboard, and a bibliography is not part of a loss's arithmetic.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.records import RunRecord
+
 __all__ = ["HARNESS_BIBTEX", "PAPERS", "LOSS_PAPERS", "bibtex_for", "cite_block"]
 
 HARNESS_BIBTEX = """@software{dml_harness,
@@ -180,23 +185,23 @@ def bibtex_for(loss_name: str, harness_version: str) -> str:
     return "\n\n".join([HARNESS_BIBTEX.replace("{version}", harness_version), *(PAPERS[key] for key in keys)])
 
 
-def cite_block(record: dict) -> str:
+def cite_block(record: RunRecord) -> str:
     """What a paper needs to cite one leaderboard row: how to rerun it, what it ran on, and BibTeX."""
-    env = record["environment"]
+    env = record.environment
     packages = env.get("packages", {})
     harness_version = packages.get("dml-harness") or "unknown"
     commit = env.get("git_commit") or "unknown (not run from a git checkout)"
     dirty = " (with uncommitted changes)" if env.get("git_dirty") else ""
     lines = [
-        f"loss: {record['loss']['name']}  (source sha256 {record['loss'].get('source_sha256') or '-'})",
-        f"run: {record['run_id']}",
+        f"loss: {record.loss['name']}  (identity {record.key.loss_identity or '-'})",
+        f"run: {record.run_id}",
         f"rerun: git checkout {env.get('git_commit') or '<commit>'} && {env.get('command') or '-'}",
-        f"protocol: {record['protocol']['name']}  hash {record['protocol_hash']}",
-        f"dataset: {record['dataset']['name']}  version {record['dataset']['version']}",
+        f"protocol: {record.protocol['name']}  hash {record.protocol_hash}",
+        f"dataset: {record.dataset['name']}  version {record.dataset['version']}",
         f"harness: {harness_version}  commit {commit}{dirty}",
         "packages: " + ", ".join(f"{name} {version}" for name, version in sorted(packages.items()) if version),
         f"machine: {env.get('platform', '-')}, {env.get('device', '-')}, jobs {env.get('jobs', '-')}",
         "",
-        bibtex_for(record["loss"]["name"], harness_version),
+        bibtex_for(record.loss["name"], harness_version),
     ]
     return "\n".join(lines)

@@ -133,12 +133,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
-    from harness.benchmark import check_inputs, completed_run, run_benchmark
+    from harness.benchmark import check_inputs, completed_run, loss_section, run_benchmark, run_key
     from harness.data import check_dataset_name, dataset_label, dataset_version
     from harness.jobs import default_jobs
-    from harness.leaderboard import leaderboard_tables, table_stem
     from harness.protocol import load_protocol
     from harness.report import format_table
+    from harness.tables import leaderboard_tables, table_stem
 
     if args.jobs is not None and args.jobs < 1:
         raise HarnessError(f"--jobs must be at least 1, got {args.jobs}")
@@ -147,44 +147,44 @@ def _benchmark(args: argparse.Namespace) -> None:
         trials=args.trials, reproductions=args.reps, seed=args.seed)
     check_inputs(args.loss, args.dataset, protocol)
     if getattr(args, "if_missing", False):
-        done = completed_run(args.results, loss_name=args.loss, dataset=dataset_label(args.dataset),
-                             protocol=protocol, dataset_version=dataset_version(
-                                 args.dataset, image_size=protocol.images.image_size, root=args.data_root))
+        version = dataset_version(args.dataset, image_size=protocol.images.image_size, root=args.data_root)
+        done = completed_run(args.results, run_key(dataset_label(args.dataset), version, protocol,
+                                                   loss_section(args.loss)))
         if done:
             print(f"{args.loss}: already run under protocol {protocol.name} ({protocol.short_hash}): {done}")
             return
-    record = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
+    record, tables = run_benchmark(loss_name=args.loss, dataset=args.dataset, protocol=protocol,
                            results_dir=args.results, reports_dir=args.reports, storage=args.storage,
                            data_root=args.data_root, progress=not args.no_progress,
                            take_work=args.command != "record", heartbeat_seconds=args.heartbeat,
                            jobs=args.jobs or default_jobs())
     if args.command == "worker":
         print(f"{args.loss}: nothing left to do in this study; record: "
-              f"{args.results / 'runs' / record['run_id'] / 'record.json'}")
+              f"{args.results / 'runs' / record.run_id / 'record.json'}")
         return
-    stem = table_stem(record["dataset"]["name"], protocol.name, protocol.hash, record["dataset"])
-    table = leaderboard_tables(args.results)[stem]
-    print(f"\n{args.loss} on {record['dataset']['name']}, protocol {protocol.name} ({protocol.short_hash}), "
-          f"{record['wall_seconds']:.0f} s; best hyperparameters: {json.dumps(record['search']['best_params'])}")
+    stem = table_stem(record.key.dataset, protocol.name, protocol.hash, record.dataset)
+    table = (tables if tables is not None else leaderboard_tables(args.results))[stem]  # built once
+    print(f"\n{args.loss} on {record.key.dataset}, protocol {protocol.name} ({protocol.short_hash}), "
+          f"{record.wall_seconds:.0f} s; best hyperparameters: {json.dumps(record.search['best_params'])}")
     print("Test figures in percent, mean ± 95% CI over reproductions "
           "(sep. = fold models alone, averaged; con. = 4 fold models concatenated):\n")
     print(format_table(table))
-    print(f"\nrecord: {args.results / 'runs' / record['run_id'] / 'record.json'}")
+    print(f"\nrecord: {args.results / 'runs' / record.run_id / 'record.json'}")
     print(f"leaderboard: {args.results / 'leaderboard' / (stem + '.csv')}  report: {args.reports / (stem + '.md')}")
 
 
 def _table_stem(args: argparse.Namespace) -> str:
     """The table of --dataset and --protocol (the protocol as it stands now)."""
     from harness.data import dataset_label
-    from harness.leaderboard import table_stem
     from harness.protocol import load_protocol
+    from harness.tables import table_stem
 
     protocol = load_protocol(args.protocol, dataset=args.dataset)
     return table_stem(dataset_label(args.dataset), protocol.name, protocol.hash)
 
 
 def _table(args: argparse.Namespace) -> None:
-    from harness.leaderboard import table_of
+    from harness.lookups import table_of
     from harness.report.paper import paper_table, select_losses
 
     losses = [loss.strip() for loss in args.losses.split(",") if loss.strip()] if args.losses else None
@@ -193,13 +193,13 @@ def _table(args: argparse.Namespace) -> None:
 
 def _cite(args: argparse.Namespace) -> None:
     from harness.citations import cite_block
-    from harness.leaderboard import table_record
+    from harness.lookups import table_record
 
     print(cite_block(table_record(args.results, _table_stem(args), args.loss)))
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from harness.leaderboard import compare_losses
+    from harness.lookups import compare_losses
 
     stem = _table_stem(args)
     out = compare_losses(args.results, stem, args.loss_a, args.loss_b)
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "datasets":
             _datasets(args)
         elif args.command == "leaderboard":
-            from harness.leaderboard import write_leaderboards
+            from harness.publish import write_leaderboards
 
             for path in write_leaderboards(args.results, args.reports):
                 print(path)

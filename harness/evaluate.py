@@ -26,18 +26,19 @@ from tqdm.auto import tqdm
 
 from harness.atomic import atomic_open
 from harness.data import ImageSet
-from harness.errors import HarnessError, TrialFailed
+from harness.errors import HarnessError, RunFailed, TrialFailed
 from harness.jobs import Jobs, training_threads
 from harness.metrics import retrieval_metrics, retrieval_metrics_query_reference
 from harness.protocol import Protocol
+from harness.run_key import RunKey
 from harness.seeding import derive_seed
 from harness.splits import Split
 from harness.studies.queue import FAIL_REASON, fail_for_good, requeue, requeue_if_interrupted, take_trial, wait
 from harness.studies.storage import Storage
-from harness.train import build_model, embed, train_fold
+from harness.train import build_model, check_embeddings, embed, train_fold
 
 __all__ = ["METRICS", "MODES", "units_study_name", "units_dir", "queue_units", "run_test_units", "unit_progress",
-           "collect_test", "summarize"]
+           "failed_units", "collect_test", "summarize"]
 
 METRICS = ("precision_at_1", "r_precision", "map_at_r")
 MODES = ("separated", "concatenated")
@@ -61,9 +62,9 @@ def _scores(embeddings: np.ndarray, test: ImageSet, per_query: dict | None = Non
     return {m: result[m] for m in METRICS}
 
 
-def units_study_name(dataset: str, protocol: Protocol, loss_name: str | None, search_study: str | None) -> str:
+def units_study_name(key: RunKey) -> str:
     """The test stage's units live in a study of their own beside the search's."""
-    return f"{search_study or f'{dataset}__{protocol.name}-{protocol.short_hash}__none'}__test"
+    return f"{key.study_name}__test"
 
 
 def units_dir(results_dir: Path, test_study: str) -> Path:
@@ -102,6 +103,7 @@ def _train_test_unit(trainval: ImageSet, test: ImageSet, split: Split, protocol:
                      "iterations_run": result.iterations_run, "collapsed": result.collapsed,
                      "history": result.history}
     embeddings = embed(model, test, protocol)
+    check_embeddings(embeddings, f"the test embeddings of unit (reproduction {rep}, fold {f})")
     return {"fold": f, "seed": seed, **fold_info, "test": _scores(embeddings, test)}, embeddings
 
 
@@ -130,8 +132,7 @@ def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: P
                 with guard, requeue_if_interrupted(study, trial):
                     failed = _finish_unit(study, trial, future, directory)
                 if failed is not None:  # the loss worked in the search; here it must too
-                    raise HarnessError(f"test unit {trial.user_attrs['reproduction']}/{trial.user_attrs['fold']} "
-                                       f"failed: {failed.user_attrs.get(FAIL_REASON)}")
+                    raise RunFailed(f"{loss_name or 'none'}: " + _unit_failure(failed))
                 bar.update()
             if unit_progress(study)[0] >= total:
                 return
@@ -158,6 +159,17 @@ def _finish_unit(study: optuna.Study, trial: optuna.Trial, future: Future, direc
     trial.set_user_attr("unit", unit)
     study.tell(trial, unit["test"]["map_at_r"])
     return None
+
+
+def _unit_failure(trial: FrozenTrial) -> str:
+    return (f"test unit (reproduction {trial.user_attrs.get('reproduction')}, fold {trial.user_attrs.get('fold')}) "
+            f"failed: {trial.user_attrs.get(FAIL_REASON)}")
+
+
+def failed_units(study: optuna.Study) -> list[str]:
+    """Each test unit that failed for good, in words (unit and reason)."""
+    return [_unit_failure(t) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if FAIL_REASON in t.user_attrs]
 
 
 def unit_progress(study: optuna.Study) -> tuple[int, int]:

@@ -1,25 +1,37 @@
-"""Run records: one JSON file per run that says exactly how every figure was made.
+"""Run records: one typed `RunRecord` per run, one JSON file that says exactly how every figure was made.
 
-Records are written atomically (harness.atomic), so an interrupted run never leaves half a record.
+`write_record` is the one writer (atomic, harness.atomic: an interrupted run never leaves half a
+record) and `load_record` the one reader: it reads every schema version this repository has held and
+upgrades older ones in memory, so no reader elsewhere guesses at missing keys.
+
+Schema versions: 1 (no `schema_version` key) hashed the loss's defining file into
+`loss.source_sha256`; 2 carries `loss.identity`, the hash of the code the loss runs
+(losses.identity). A version-1 record upgrades with `loss.identity` None: its identity is unknown,
+so its row is never current.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
+from harness.run_key import RunKey
 from harness.studies.storage import redact
 
-__all__ = ["write_json_atomic", "environment", "new_run_id", "save_record",
-           "load_records", "newest_complete_runs", "REPO_ROOT"]
+__all__ = ["RunRecord", "SCHEMA_VERSION", "write_json_atomic", "environment", "new_run_id", "write_record",
+           "load_record", "load_records", "newest_complete_runs", "record_path", "REPO_ROOT"]
+
+SCHEMA_VERSION = 2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the source checkout, when the harness runs from one
 PACKAGES = ("dml-harness", "torch", "torchvision", "timm", "optuna", "faiss-cpu", "numpy", "scipy",
@@ -97,35 +109,100 @@ def new_run_id(dataset: str, protocol_name: str, loss_name: str) -> str:
     return f"{stamp}__{dataset}__{protocol_name}__{safe_loss}"
 
 
-def save_record(results_dir: Path, record: dict) -> Path:
-    path = Path(results_dir) / "runs" / record["run_id"] / "record.json"
-    write_json_atomic(path, record)
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as recorded. The sections below the top level are the JSON objects the stages wrote
+    (dataset, protocol, loss, split, search, test, environment); `key` is derived from them."""
+
+    run_id: str
+    status: str
+    dataset: dict
+    protocol: dict
+    protocol_hash: str
+    loss: dict
+    search: dict
+    test: dict
+    finished_at: str
+    started_at: str | None = None
+    wall_seconds: float | None = None
+    split: dict = field(default_factory=dict)
+    seed: int | None = None
+    environment: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.dataset["name"], self.dataset.get("version"), self.protocol_hash, self.loss["name"],
+                      self.loss.get("identity"), protocol_name=self.protocol["name"])
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        return {"schema_version": data.pop("schema_version"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "record") -> RunRecord:
+        """A record of any schema version this repository has held, upgraded to the current one."""
+        version = data.get("schema_version", 1)
+        if version not in (1, SCHEMA_VERSION):
+            raise HarnessError(f"{source}: schema_version {version!r} is not one this harness reads "
+                               f"(1 to {SCHEMA_VERSION}); a newer harness wrote it")
+        data = {k: v for k, v in data.items() if k != "schema_version"}
+        if version == 1:  # the file hash of version 1 is not an identity: unknown, so never current
+            data["loss"] = {**data["loss"], "identity": None}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in data and f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING)
+        if unknown or missing:
+            raise HarnessError(f"{source}: not a run record of schema {version}: "
+                               + "; ".join(filter(None, [unknown and "unexpected " + ", ".join(unknown),
+                                                         missing and "missing " + ", ".join(missing)])))
+        return cls(**data)
+
+
+def record_path(results_dir: Path, run_id: str) -> Path:
+    return Path(results_dir) / "runs" / run_id / "record.json"
+
+
+def write_record(results_dir: Path, record: RunRecord) -> Path:
+    """The one writer of run records, atomic."""
+    path = record_path(results_dir, record.run_id)
+    write_json_atomic(path, record.to_dict())
     return path
 
 
-def load_records(results_dir: Path) -> list[dict]:
+def load_record(path: Path) -> RunRecord:
+    """The record at `path`, of any schema version, upgraded; a damaged one is named."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HarnessError(f"corrupt run record {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise HarnessError(f"corrupt run record {path}: a JSON object expected")
+    return RunRecord.from_dict(data, source=f"run record {path}")
+
+
+def load_records(results_dir: Path) -> list[RunRecord]:
     """Every run record under results/runs, oldest first; a corrupt record is named, not skipped."""
-    records = []
-    for path in sorted((Path(results_dir) / "runs").glob("*/record.json")):
-        try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise HarnessError(f"corrupt run record {path}: {error}") from error
-    return records
+    return [load_record(path) for path in sorted((Path(results_dir) / "runs").glob("*/record.json"))]
 
 
-def newest_complete_runs(results_dir: Path) -> dict[tuple[str, str, str, str | None, str], dict]:
-    """(dataset, protocol hash, loss, loss source sha256, dataset version) -> its newest complete record.
+def newest_complete_runs(results_dir: Path) -> dict[RunKey, RunRecord]:
+    """Each run key -> its newest complete record.
 
     The one rule for which run stands for a loss: the leaderboard shows it, and `--if-missing`
-    skips a loss that has one. A changed loss file is a different key, never a replacement.
+    skips a loss that has one. A changed loss (its code identity) is a different key, never a replacement.
     """
-    newest: dict[tuple[str, str, str, str | None], dict] = {}
+    newest: dict[RunKey, RunRecord] = {}
     for record in load_records(results_dir):  # oldest first: on equal finish times the later run wins
-        if record.get("status") != "complete":
+        if not record.complete:
             continue
-        key = (record["dataset"]["name"], record["protocol_hash"], record["loss"]["name"],
-               record["loss"].get("source_sha256"), record["dataset"]["version"])
-        if key not in newest or record["finished_at"] >= newest[key]["finished_at"]:
+        key = record.key
+        if key not in newest or record.finished_at >= newest[key].finished_at:
             newest[key] = record
     return newest

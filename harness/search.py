@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 
 import losses
 from harness.data import ImageSet
-from harness.errors import HarnessError, LossRaised, TrialFailed
+from harness.errors import LossRaised, RunFailed, TrialFailed
 from harness.jobs import Jobs
 from harness.protocol import Protocol
+from harness.run_key import RunKey
 from harness.seeding import derive_seed
 from harness.splits import Split
 from harness.studies.queue import FAIL_ERROR, FAIL_REASON, counts, run_trial, take_trial, wait
@@ -29,7 +30,7 @@ from harness.studies.storage import Storage, open_storage
 from harness.studies.study import StudyIdentity, claim_worker_index, join_study, tpe_sampler
 from harness.train import train_fold
 
-__all__ = ["SearchResult", "run_search", "study_name", "counted_trials", "search_result", "FAIL_REASON",
+__all__ = ["SearchResult", "run_search", "counted_trials", "search_result", "FAIL_REASON",
            "PRUNED_AFTER_FOLD", "search_target", "pruner"]
 
 log = logging.getLogger("harness")
@@ -45,12 +46,6 @@ class SearchResult:
     best_trial: int
     trials_counted: int
     trials: list[dict]  # every trial: number, state, params, value, fold figures, failure reason
-
-
-def study_name(dataset: str, protocol: Protocol, loss_name: str) -> str:
-    """One study per dataset, protocol hash, loss and loss source: a changed loss starts afresh."""
-    source = (losses.source_sha256(loss_name) or "unknown")[:12]
-    return f"{dataset}__{protocol.name}-{protocol.short_hash}__{loss_name}-{source}"
 
 
 def search_target(protocol: Protocol, loss_name: str) -> int:
@@ -151,21 +146,19 @@ def _stop_if_every_trial_failed_alike(study: optuna.Study, loss_name: str, targe
     counted = counted_trials(study)
     errors = {t.user_attrs.get(FAIL_ERROR) for t in counted}
     if len(counted) >= min(2, target) and len(errors) == 1 and None not in errors:
-        raise HarnessError(f"loss {loss_name}: every trial so far ({len(counted)}) failed with the same error, "
+        raise RunFailed(f"loss {loss_name}: every trial so far ({len(counted)}) failed with the same error, "
                            f"so the search stops: {errors.pop()}")
 
 
-def run_search(trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str, *, dataset: str,
-               storage: Storage | str, dataset_version: str | None = None, progress: bool = True,
-               poll_seconds: float | None = None, jobs: Jobs | None = None) -> SearchResult:
-    """Work on the study (with any other workers) until it holds the protocol's number of counted trials,
-    one trial at a time, its folds trained side by side in `jobs` (default: one at a time, here)."""
+def run_search(trainval: ImageSet, split: Split, protocol: Protocol, key: RunKey, *, storage: Storage | str,
+               progress: bool = True, poll_seconds: float | None = None, jobs: Jobs | None = None) -> SearchResult:
+    """Work on the study of `key` (with any other workers) until it holds the protocol's number of counted
+    trials, one trial at a time, its folds trained side by side in `jobs` (default: one at a time, here)."""
     jobs = jobs or Jobs(1)
     storage = open_storage(storage) if isinstance(storage, str) else storage
+    loss_name = key.loss
     target = search_target(protocol, loss_name)
-    name = study_name(dataset, protocol, loss_name)
-    identity = StudyIdentity(dataset, dataset_version, protocol, loss_name, losses.source_sha256(loss_name))
-    study = join_study(storage, name, identity, stage="search")
+    study = join_study(storage, key.study_name, StudyIdentity(key, protocol), stage="search")
     if len(counted_trials(study)) < target:
         study.sampler = tpe_sampler(protocol, target=target, trials_so_far=len(study.trials),
                                     worker_index=claim_worker_index(storage, study),
@@ -196,7 +189,7 @@ def search_result(study: optuna.Study) -> SearchResult:
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         reasons = "; ".join(t.user_attrs.get(FAIL_REASON, "interrupted") for t in trials)
-        raise HarnessError(f"every trial of study {study.study_name} failed: {reasons}")
+        raise RunFailed(f"every trial of study {study.study_name} failed: {reasons}")
     best = max(complete, key=lambda t: t.value)
     return SearchResult(study.study_name, dict(best.params), float(best.value), best.number,
                         len(counted_trials(study)), [_trial_summary(t) for t in trials])

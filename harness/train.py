@@ -20,7 +20,7 @@ import torch
 import losses
 from harness.data import ImageSet
 from harness.diagnostics import batch_diagnostics, collapsed
-from harness.errors import HarnessError, LossNotFinite, LossRaised
+from harness.errors import HarnessError, LossNotFinite, LossRaised, TrainingNotFinite
 from harness.metrics import retrieval_metrics
 from harness.model import EmbeddingNet
 from harness.protocol import OptimizerSettings, Protocol
@@ -28,7 +28,7 @@ from harness.sampler import MPerClassSampler
 from harness.seeding import derive_seed, seed_everything
 from harness.transforms import eval_batch, to_device, train_batch
 
-__all__ = ["FoldResult", "build_model", "embed", "train_fold", "default_device"]
+__all__ = ["FoldResult", "build_model", "check_embeddings", "embed", "train_fold", "default_device"]
 
 LOSS_LR_KEY = "loss_lr"  # a searched hyperparameter the harness consumes, not the loss
 
@@ -134,12 +134,29 @@ def _check_scalar(loss: object, loss_name: str) -> None:
                        "return a scalar tensor (reduce it, e.g. with .mean())")
 
 
+def _finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every value of every tensor is finite, with one device sync."""
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def check_embeddings(embeddings: np.ndarray, what: str) -> None:
+    """Embeddings a trained network produced must be finite: otherwise the training failed (not the input)."""
+    finite = np.isfinite(embeddings)
+    if not finite.all():
+        row, column = (int(i) for i in np.argwhere(~finite)[0])
+        raise TrainingNotFinite(f"{what} are non-finite ({embeddings[row, column]} at row {row}, column {column}, "
+                                f"{int((~finite.all(axis=1)).sum())} of {len(embeddings)} rows)",
+                                f"{what.split(' at ')[0]} non-finite")
+
+
 def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: ImageSet,
                val_set: ImageSet, seed: int, device: torch.device | None = None,
                on_validation: Callable[[int, float], None] | None = None) -> FoldResult:
     """Train on `train_set`'s classes, keep the checkpoint with the best MAP@R on `val_set`.
 
-    Raises LossNotFinite (with the iteration and value) if the loss is NaN or infinite.
+    Raises LossNotFinite (with the iteration and value) if the loss is NaN or infinite, and
+    TrainingNotFinite if its gradients, the weights or the validation embeddings are: each fails the
+    trial it belongs to, never the run.
     """
     device = device or default_device()
     budget = protocol.budget
@@ -181,10 +198,18 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
         optimizer.zero_grad(set_to_none=True)
         with _loss_code(loss_name, f"the backward pass at iteration {iteration}"):
             loss.backward()
+        if not _finite([p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]):
+            raise TrainingNotFinite(f"loss '{loss_name}' with {hparams} gave non-finite gradients at iteration "
+                                    f"{iteration} (its value was {loss.item()})", "gradients non-finite")
         optimizer.step()
         if iteration % budget.validation_interval and iteration != budget.max_iterations:
             continue
-        score = retrieval_metrics(embed(model, val_set, protocol, device=device), val_set.labels.numpy(),
+        if not _finite([p.detach() for p in model.parameters()]):
+            raise TrainingNotFinite(f"loss '{loss_name}' with {hparams}: the network's weights are non-finite at "
+                                    f"iteration {iteration}", "weights non-finite")
+        val_embeddings = embed(model, val_set, protocol, device=device)
+        check_embeddings(val_embeddings, f"validation embeddings at iteration {iteration}")
+        score = retrieval_metrics(val_embeddings, val_set.labels.numpy(),
                                   device=batch_device)["map_at_r"]  # on a GPU, the kNN search runs there too
         history.append({"iteration": iteration, "loss": float(loss.item()), "val_map_at_r": score,
                         **batch_diagnostics(embeddings, labels)})

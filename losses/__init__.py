@@ -12,21 +12,9 @@ A new loss module registers its classes with `register_loss` and is imported bel
 
 from __future__ import annotations
 
+from losses.catalog import available, build, identity, info, search_space, suggest
 from losses.errors import LossError
-from losses.registry import (
-    HARNESS_KEYS,
-    RESERVED_NAMES,
-    LossInfo,
-    available,
-    build,
-    declare_loss,
-    describe,
-    info,
-    register_loss,
-    search_space,
-    source_sha256,
-    suggest,
-)
+from losses.registry import HARNESS_KEYS, RESERVED_NAMES, LossInfo, declare_loss, describe, register_loss
 
 __all__ = [
     "HARNESS_KEYS",
@@ -37,10 +25,10 @@ __all__ = [
     "build",
     "declare_loss",
     "describe",
+    "identity",
     "info",
     "register_loss",
     "search_space",
-    "source_sha256",
     "suggest",
 ]
 

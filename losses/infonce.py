@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from optuna.distributions import FloatDistribution, IntDistribution
 
+from losses.common import check_inputs, pair_masks
 from losses.registry import register_loss
 
 __all__ = ["FastAPLoss", "NPairsLoss", "NTXentLoss", "SupConLoss"]
@@ -37,25 +38,12 @@ _CAKIR = "Cakir, He, Xia, Kulis, Sclaroff. Deep Metric Learning to Rank. CVPR 20
 _LOWEST = torch.finfo(torch.float32).min
 
 
-def _check_inputs(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
-    if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
-        raise ValueError(f"expected embeddings [B, D] and labels [B], got {tuple(embeddings.shape)} "
-                         f"and {tuple(labels.shape)}")
-
-
 def _unit_gram(embeddings: torch.Tensor) -> torch.Tensor:
     """Cosine similarities [B, B] in float32 (Gram matrix of the re-normalised embeddings)."""
     # half-precision Gram matrices lose the small differences the softmax amplifies at low temperature
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         x = F.normalize(embeddings.float(), dim=1)
         return x @ x.T
-
-
-def _masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(positive, negative, self) boolean [B, B]: same label and a != p; different label; diagonal."""
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same, eye
 
 
 class NTXentLoss(torch.nn.Module):
@@ -78,9 +66,9 @@ class NTXentLoss(torch.nn.Module):
         self.temperature = temperature
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels)
+        check_inputs(embeddings, labels)
         logits = _unit_gram(embeddings) / self.temperature
-        positive, negative, _ = _masks(labels)
+        positive, negative = pair_masks(labels)
         negatives = logits.masked_fill(~negative, _LOWEST).logsumexp(dim=1, keepdim=True)
         # an anchor without negatives (one-class batch) gives softplus(lowest) = 0 exactly
         terms = F.softplus(negatives - logits)
@@ -111,9 +99,10 @@ class SupConLoss(torch.nn.Module):
         self.temperature = temperature
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels)
+        check_inputs(embeddings, labels)
         logits = _unit_gram(embeddings) / self.temperature
-        positive, negative, eye = _masks(labels)
+        positive, negative = pair_masks(labels)
+        eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
         log_prob = logits - logits.masked_fill(eye, _LOWEST).logsumexp(dim=1, keepdim=True)
         count = positive.sum(dim=1)
         per_anchor = -log_prob.where(positive, 0.0).sum(dim=1) / count.clamp_min(1)
@@ -141,7 +130,7 @@ class NPairsLoss(torch.nn.Module):
     """
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels)
+        check_inputs(embeddings, labels)
         # a stable sort puts each class's samples together in batch order: its first two are the pair,
         # and the pairs come out aligned by label, in O(B log B) with no [B, B] matrix
         sorted_labels, order = labels.sort(stable=True)
@@ -184,11 +173,11 @@ class FastAPLoss(torch.nn.Module):
         self.num_bins = num_bins
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels)
+        check_inputs(embeddings, labels)
         gram = _unit_gram(embeddings)
         norms = gram.diagonal()
         distances = (norms[:, None] + norms[None, :] - 2.0 * gram).clamp_min(0.0)
-        positive, negative, _ = _masks(labels)
+        positive, negative = pair_masks(labels)
 
         delta = 4.0 / self.num_bins
         position = distances / delta  # in bin units, 0 .. num_bins (a hair above by rounding)

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from optuna.distributions import FloatDistribution
 
+from losses.common import cdist_euclidean_distances, check_inputs, pair_masks
 from losses.registry import register_loss
-from losses.triplet import _check_inputs, _pair_masks
 
 __all__ = [
     "CircleLoss",
@@ -37,7 +37,6 @@ __all__ = [
     "SNRContrastiveLoss",
     "TupletMarginLoss",
     "cosine_similarities",
-    "euclidean_distances",
     "snr_distances",
 ]
 
@@ -67,21 +66,6 @@ def cosine_similarities(embeddings: torch.Tensor) -> torch.Tensor:
         return x @ x.T
 
 
-def euclidean_distances(embeddings: torch.Tensor) -> torch.Tensor:
-    """Pairwise Euclidean distances [B, B] in float32, with a finite gradient where d = 0.
-
-    As torch.cdist's matrix-product path (PML's distance): d² = |a|² + |b|² - 2<a, b> in one addmm,
-    d = sqrt(max(d², 1e-30)); a zero distance reads about 1e-15 (or ~1e-4 from rounding) and passes
-    a finite gradient. losses.triplet's version makes the diagonal exactly 0 through three where()
-    calls, which on CPU cost as much as the rest of a pair loss; every loss here masks the diagonal.
-    """
-    with torch.autocast(device_type=embeddings.device.type, enabled=False):
-        x = embeddings.float()
-        squared_norms = (x * x).sum(dim=1)
-        d2 = torch.addmm(squared_norms[:, None] + squared_norms[None, :], x, x.T, alpha=-2.0)
-    return d2.clamp_min(1e-30).sqrt()
-
-
 class _Pairs:
     """The batch's pair masks (boolean, and float 0/1) and whether it has both kinds of pair.
 
@@ -90,7 +74,7 @@ class _Pairs:
     """
 
     def __init__(self, labels: torch.Tensor) -> None:
-        self.positive, self.negative = _pair_masks(labels)
+        self.positive, self.negative = pair_masks(labels)
         self.pos = self.positive.float()
         self.neg = self.negative.float()
         # float reductions: boolean any() is several times slower on CPU
@@ -114,7 +98,7 @@ class _Pairs:
 
 
 def _prepare(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, _Pairs]:
-    _check_inputs(embeddings, labels)
+    check_inputs(embeddings, labels)
     return embeddings.float(), _Pairs(labels)
 
 
@@ -166,7 +150,7 @@ class ContrastiveLoss(torch.nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings, pairs = _prepare(embeddings, labels)
-        distances = euclidean_distances(embeddings)
+        distances = cdist_euclidean_distances(embeddings)
         pulls = F.relu(distances - self.pos_margin) * pairs.pos
         pushes = F.relu(self.neg_margin - distances) * pairs.neg
         return _only_if(pairs.valid, _avg_nonzero(pulls) + _avg_nonzero(pushes))
@@ -247,7 +231,7 @@ class GeneralizedLiftedStructureLoss(torch.nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings, pairs = _prepare(embeddings, labels)
-        distances = euclidean_distances(embeddings)
+        distances = cdist_euclidean_distances(embeddings)
         pulls = _masked_logsumexp(distances - self.pos_margin, pairs.pos_fill, pairs.pos_rows)
         pushes = _masked_logsumexp(self.neg_margin - distances, pairs.neg_fill, pairs.neg_rows)
         return _only_if(pairs.valid, F.relu(pulls + pushes).mean())

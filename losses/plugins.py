@@ -20,28 +20,33 @@ from importlib import metadata
 from pathlib import Path
 
 from losses.errors import LossError
-from losses.registry import LossInfo
+from losses.identity import CodeScope
+from losses.registry import LossInfo, zoo_names
 
-__all__ = ["ENTRY_POINT_GROUP", "entry_point_names", "resolve_external"]
+__all__ = ["ENTRY_POINT_GROUP", "LOSS_SCOPE", "entry_point_names", "resolve_external"]
 
 ENTRY_POINT_GROUP = "dml_harness.losses"
+# set on a module loaded from a file: (its name for the identity, the folder its own imports come from)
+LOSS_SCOPE = "__loss_scope__"
 
 
 def entry_point_names() -> list[str]:
     return sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
 
 
+def _known() -> str:
+    return ", ".join(sorted(set(zoo_names()) | set(entry_point_names())))
+
+
 def resolve_external(spec: object) -> LossInfo:
     """The declared record of an external loss, named by `spec` exactly as the user wrote it."""
-    from losses.registry import available
-
     if not isinstance(spec, str) or not spec:
-        raise LossError(f"unknown loss {spec!r}; known losses: " + ", ".join(available()))
+        raise LossError(f"unknown loss {spec!r}; known losses: " + _known())
     if ":" in spec:
         return dataclasses.replace(_declared(_load_class(spec), spec), name=spec)
     matches = [ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
     if not matches:
-        raise LossError(f"unknown loss {spec!r}; known losses: " + ", ".join(available())
+        raise LossError(f"unknown loss {spec!r}; known losses: " + _known()
                            + " (or give an import path such as my_pkg.my_module:MyLoss or path/to/file.py:MyLoss)")
     try:
         cls = matches[0].load()
@@ -80,6 +85,7 @@ def _load_class(spec: str) -> type:
 
 
 def _import_file(path: Path, spec: str):
+    """Run the file as a module of a unique name; modules beside it import as they would from its folder."""
     path = path.resolve()
     if not path.is_file():
         raise LossError(f"loss '{spec}': file not found: {path}")
@@ -87,6 +93,9 @@ def _import_file(path: Path, spec: str):
     name = f"dml_harness_plugin_{hashlib.sha256(str(path).encode()).hexdigest()[:10]}_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
+    setattr(module, LOSS_SCOPE, (path.stem, CodeScope(path.parent, None)))
+    if str(path.parent) not in sys.path:  # last, so a helper never shadows an installed package
+        sys.path.append(str(path.parent))
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)

@@ -8,15 +8,12 @@ reviewed together, and the harness can hash the space into a study's identity.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
-import optuna
 import torch
 from optuna.distributions import (
     BaseDistribution,
@@ -31,15 +28,13 @@ __all__ = [
     "HARNESS_KEYS",
     "RESERVED_NAMES",
     "LossInfo",
-    "available",
-    "build",
+    "check_value",
+    "constructor_params",
     "declare_loss",
     "describe",
-    "info",
     "register_loss",
-    "search_space",
-    "source_sha256",
-    "suggest",
+    "zoo_info",
+    "zoo_names",
 ]
 
 # "none" names the untrained baseline in results tables, so no loss may take it.
@@ -88,7 +83,7 @@ def describe(dist: BaseDistribution) -> str:
     return repr(dist)
 
 
-def _check_value(loss: str, key: str, value: object, dist: BaseDistribution) -> object:
+def check_value(loss: str, key: str, value: object, dist: BaseDistribution) -> object:
     """Return `value` in the type the distribution implies, or raise naming what is accepted."""
     where = f"loss '{loss}': hyperparameter {key}={value!r}"
     if isinstance(dist, CategoricalDistribution):
@@ -118,7 +113,7 @@ def _check_value(loss: str, key: str, value: object, dist: BaseDistribution) -> 
                        f"{type(dist).__name__}; expected Float-, Int- or CategoricalDistribution")
 
 
-def _constructor_params(cls: type) -> Mapping[str, inspect.Parameter]:
+def constructor_params(cls: type) -> Mapping[str, inspect.Parameter]:
     params = dict(inspect.signature(cls).parameters)
     return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
@@ -134,7 +129,7 @@ def _checked_info(name: str, cls: type, space: Mapping[str, BaseDistribution], d
     if not paper.strip():
         raise LossError(f"loss '{name}': paper is empty; expected a citation")
 
-    params = _constructor_params(cls)
+    params = constructor_params(cls)
     for key, dist in space.items():
         if not isinstance(dist, FloatDistribution | IntDistribution | CategoricalDistribution):
             raise LossError(f"loss '{name}': space[{key!r}]={dist!r} is not accepted; expected "
@@ -158,7 +153,7 @@ def _checked_info(name: str, cls: type, space: Mapping[str, BaseDistribution], d
     checked = dict(defaults)
     for key, value in defaults.items():
         if key in space:
-            checked[key] = _check_value(name, key, value, space[key])
+            checked[key] = check_value(name, key, value, space[key])
 
     return LossInfo(name=name, cls=cls, description=description.strip(), paper=paper.strip(),
                     space=dict(space), defaults=checked)
@@ -205,74 +200,11 @@ def register_loss(name: str, *, space: Mapping[str, BaseDistribution], defaults:
     return decorator
 
 
-def available() -> list[str]:
-    """Zoo losses and those installed packages offer (entry-point group `dml_harness.losses`), sorted."""
-    from losses.plugins import entry_point_names
-
-    return sorted(set(_REGISTRY) | set(entry_point_names()))
+def zoo_names() -> list[str]:
+    """The losses registered by the zoo's own modules, sorted."""
+    return sorted(_REGISTRY)
 
 
-def info(name: str) -> LossInfo:
-    """The record of `name`: a zoo loss, an installed plug-in, or an import path `module:Class`."""
-    if isinstance(name, str) and name in _REGISTRY:
-        return _REGISTRY[name]
-    from losses.plugins import resolve_external
-
-    return resolve_external(name)
-
-
-def source_sha256(name: str) -> str | None:
-    """sha256 of the file defining the loss's class: records and study names change when the loss does."""
-    source = inspect.getsourcefile(info(name).cls)
-    return hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else None
-
-
-def search_space(name: str) -> dict[str, BaseDistribution]:
-    """The searched hyperparameters of `name` (a copy: callers may not change the registry)."""
-    return dict(info(name).space)
-
-
-def build(name: str, *, embedding_dim: int, num_classes: int, **hparams: object) -> torch.nn.Module:
-    """Instantiate loss `name`: defaults, overridden by `hparams`, each checked against the space.
-
-    `embedding_dim` and `num_classes` go to constructors that declare them (proxy losses need
-    them); harness keys such as loss_lr are validated and then left out, as the optimiser uses them.
-    """
-    record = info(name)
-    for key, value in (("embedding_dim", embedding_dim), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise LossError(f"build('{name}'): {key}={value!r} is not accepted; "
-                               "expected a positive integer")
-    unknown = sorted(set(hparams) - set(record.accepted))
-    if unknown and not record.accepted:
-        raise LossError(f"loss '{name}' has no hyperparameter {unknown[0]}; it takes no hyperparameters")
-    if unknown:
-        accepted = ", ".join(record.accepted)
-        raise LossError(f"loss '{name}' has no hyperparameter {unknown[0]}; accepted: {accepted}")
-    values = {**record.defaults, **hparams}
-    for key in list(values):
-        if key in record.space:
-            values[key] = _check_value(name, key, values[key], record.space[key])
-    kwargs = {k: v for k, v in values.items() if k not in HARNESS_KEYS}
-    params = _constructor_params(record.cls)
-    if "embedding_dim" in params:
-        kwargs["embedding_dim"] = embedding_dim
-    if "num_classes" in params:
-        kwargs["num_classes"] = num_classes
-    return record.cls(**kwargs)
-
-
-def suggest(trial: optuna.Trial, name: str) -> dict[str, object]:
-    """Sample `name`'s space through the trial; the trial's parameter names are the hyperparameter names."""
-    chosen: dict[str, object] = {}
-    for key, dist in info(name).space.items():
-        if isinstance(dist, FloatDistribution):
-            chosen[key] = trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
-        elif isinstance(dist, IntDistribution):
-            chosen[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
-        elif isinstance(dist, CategoricalDistribution):
-            chosen[key] = trial.suggest_categorical(key, dist.choices)
-        else:  # unreachable for registered losses; kept so a new distribution type fails loudly
-            raise LossError(f"loss '{name}': hyperparameter {key} has an unsupported distribution "
-                               f"{type(dist).__name__}; expected Float-, Int- or CategoricalDistribution")
-    return chosen
+def zoo_info(name: str) -> LossInfo | None:
+    """The record of zoo loss `name`, or None if the zoo has no such loss."""
+    return _REGISTRY.get(name) if isinstance(name, str) else None

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from optuna.distributions import FloatDistribution
 
+from losses.common import check_inputs, gram_euclidean_distances, pair_masks
 from losses.registry import register_loss
 
 __all__ = [
@@ -27,47 +28,11 @@ __all__ = [
     "BatchHardSoftMarginTripletLoss",
     "BatchHardTripletLoss",
     "BatchSemiHardTripletLoss",
-    "euclidean_distances",
 ]
 
 _HERMANS = "Hermans, Beyer, Leibe. In Defense of the Triplet Loss for Person Re-Identification. 2017"
 _SCHROFF = ("Schroff, Kalenichenko, Philbin. FaceNet: A Unified Embedding for Face Recognition and "
             "Clustering. CVPR 2015")
-
-
-def squared_euclidean_distances(embeddings: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared Euclidean distances [B, B] in float32, from the Gram matrix, clamped at 0."""
-    # half-precision Gram matrices lose the small distances that decide hard triplets
-    with torch.autocast(device_type=embeddings.device.type, enabled=False):
-        x = embeddings.float()
-        gram = x @ x.T
-    squared_norms = gram.diagonal()
-    return (squared_norms[None, :] - 2.0 * gram + squared_norms[:, None]).clamp_min(0.0)
-
-
-def euclidean_distances(embeddings: torch.Tensor) -> torch.Tensor:
-    """Pairwise Euclidean distances [B, B] in float32, with a zero (not NaN) gradient where d = 0.
-
-    d² = |a|² - 2<a, b> + |b|² from the Gram matrix, clamped at 0 against rounding; the diagonal is
-    exactly 0 because |a|² is read off the Gram diagonal itself. The square root is taken only
-    where d² > 0, so the infinite derivative of sqrt at 0 never enters the graph.
-    """
-    d2 = squared_euclidean_distances(embeddings)
-    nonzero = d2 > 0
-    return torch.where(nonzero, d2.where(nonzero, 1.0).sqrt(), 0.0)
-
-
-def _check_inputs(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
-    if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
-        raise ValueError(f"expected embeddings [B, D] and labels [B], got {tuple(embeddings.shape)} "
-                         f"and {tuple(labels.shape)}")
-
-
-def _pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positive, negative) boolean [B, B]: same label and a != p; different label."""
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
 
 
 def _masked_mean(terms: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -126,7 +91,7 @@ class BatchHardTripletLoss(torch.nn.Module):
         self.margin = float(margin)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels)
+        check_inputs(embeddings, labels)
         positive, negative, valid = _hardest(embeddings, labels)
         return _masked_mean(F.relu(positive - negative + self.margin), valid)
 
@@ -147,7 +112,7 @@ class BatchHardSoftMarginTripletLoss(torch.nn.Module):
     """
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels)
+        check_inputs(embeddings, labels)
         positive, negative, valid = _hardest(embeddings, labels)
         # softplus rather than log1p(exp(x)): no overflow for large x
         return _masked_mean(F.softplus(positive - negative), valid)
@@ -176,9 +141,9 @@ class BatchAllTripletLoss(torch.nn.Module):
         self.margin = float(margin)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels)
-        distances = euclidean_distances(embeddings)
-        positive, negative = _pair_masks(labels)
+        check_inputs(embeddings, labels)
+        distances = gram_euclidean_distances(embeddings)
+        positive, negative = pair_masks(labels)
         anchor, other = positive.nonzero(as_tuple=True)
         # terms[i, n]: triplet (anchor[i], other[i], n)
         terms = F.relu(distances[anchor, other][:, None] - distances[anchor] + self.margin)
@@ -210,13 +175,13 @@ class BatchSemiHardTripletLoss(torch.nn.Module):
         self.margin = float(margin)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        _check_inputs(embeddings, labels)
-        positive, negative = _pair_masks(labels)
+        check_inputs(embeddings, labels)
+        positive, negative = pair_masks(labels)
         anchor, other = positive.nonzero(as_tuple=True)
         # choose each pair's negative without gradient on the [P, B] rows, then recompute only the
         # 2P chosen distances with gradient, as batch-hard does
         with torch.no_grad():
-            distances = euclidean_distances(embeddings.detach())
+            distances = gram_euclidean_distances(embeddings.detach())
             to_all = distances[anchor]  # [P, B]: from each pair's anchor to every sample
             is_negative = negative[anchor]
             farther = is_negative & (to_all > distances[anchor, other][:, None])

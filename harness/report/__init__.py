@@ -10,14 +10,18 @@ Every file is written atomically.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from harness.atomic import write_atomic
-from harness.leaderboard import BASELINE
+from harness.baseline import BASELINE
 from harness.report.html import html_page
 from harness.report.markdown import METRIC_TITLES, format_table, markdown_page
 from harness.report.plots import loss_chart, map_at_r_chart, validation_vs_test_chart
+
+if TYPE_CHECKING:
+    from harness.records import RunRecord
 
 __all__ = ["METRIC_TITLES", "format_table", "write_report", "TABLE_PLOTS"]
 
@@ -32,7 +36,7 @@ TABLE_PLOTS = {
 }
 
 
-def write_report(frame: pd.DataFrame, records: list[dict], reports_dir: Path, stem: str,
+def write_report(frame: pd.DataFrame, records: list[RunRecord], reports_dir: Path, stem: str,
                  cites: dict[str, str] | None = None, *, redraw: bool = True) -> list[Path]:
     """Write the table's pages and plots; records[i] is the run of frame's row i. Without `redraw`, a
     run's plot already on disk is reused. Plots of runs no longer in the table are removed."""
@@ -47,12 +51,12 @@ def write_report(frame: pd.DataFrame, records: list[dict], reports_dir: Path, st
     for (_, row), record in zip(frame.iterrows(), records, strict=True):
         if row["loss"] == BASELINE:
             continue
-        path = plots_dir / f"{record['run_id']}.png"
+        path = plots_dir / f"{record.run_id}.png"
         if redraw or not path.exists():
-            loss_plots[record["run_id"]] = loss_chart(record)
-            write_atomic(path, loss_plots[record["run_id"]])
+            loss_plots[record.run_id] = loss_chart(record)
+            write_atomic(path, loss_plots[record.run_id])
         else:
-            loss_plots[record["run_id"]] = path.read_bytes()
+            loss_plots[record.run_id] = path.read_bytes()
         written.append(path)
     for stale in set(plots_dir.glob("*.png")) - set(written):
         stale.unlink()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.baseline import BASELINE
 from harness.evaluate import METRICS, MODES
-from harness.leaderboard import BASELINE
 
 __all__ = ["METRIC_TITLES", "FIGURE_COLUMNS", "SIGNIFICANCE_NOTE", "COLLAPSE_NOTE", "TABLE_NOTE", "cell",
            "has_significance", "shown_params", "row_labels", "tie_groups", "Published", "published", "collapsed"]

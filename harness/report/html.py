@@ -11,10 +11,11 @@ import base64
 import html
 import json
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from harness.leaderboard import BASELINE
+from harness.baseline import BASELINE
 from harness.report.content import (
     COLLAPSE_NOTE,
     FIGURE_COLUMNS,
@@ -28,6 +29,9 @@ from harness.report.content import (
     shown_params,
     tie_groups,
 )
+
+if TYPE_CHECKING:
+    from harness.records import RunRecord
 
 __all__ = ["html_page", "loss_anchor"]
 
@@ -169,7 +173,7 @@ def _figure(png: bytes, alt: str, caption: str, name: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _loss_sections(frame: pd.DataFrame, records: list[dict], loss_plots: dict[str, bytes],
+def _loss_sections(frame: pd.DataFrame, records: list[RunRecord], loss_plots: dict[str, bytes],
                    cites: dict[str, str]) -> list[str]:
     parts = ['<h2 id="losses">Per loss</h2>',
              '<p class="note">Each trained loss: its search (every trial\'s mean validation MAP@R over the folds, '
@@ -182,7 +186,7 @@ def _loss_sections(frame: pd.DataFrame, records: list[dict], loss_plots: dict[st
     for (_, row), record in zip(frame.iterrows(), records, strict=True):
         loss = row["loss"]
         parts.append(f'<section id="{loss_anchor(loss)}"><h3>{html.escape(loss)}</h3>')
-        description = record["loss"].get("paper") or record["loss"].get("description") or ""
+        description = record.loss.get("paper") or record.loss.get("description") or ""
         parts.append(f'<p class="note">{html.escape(description)}. Best hyperparameters: '
                      f"{html.escape(shown_params(row['best_params']))}; run <code>{html.escape(row['run_id'])}</code>."
                      "</p>")
@@ -197,7 +201,7 @@ def _loss_sections(frame: pd.DataFrame, records: list[dict], loss_plots: dict[st
     return parts
 
 
-def html_page(frame: pd.DataFrame, records: list[dict], table_plots: dict[str, tuple[bytes, str]],
+def html_page(frame: pd.DataFrame, records: list[RunRecord], table_plots: dict[str, tuple[bytes, str]],
               loss_plots: dict[str, bytes], cites: dict[str, str]) -> str:
     """The page. records[i] is the run of frame's row i; table_plots: name -> (PNG, caption);
     loss_plots: run id -> the loss's PNG (harness.report.plots.loss_chart)."""

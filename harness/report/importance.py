@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TYPE_CHECKING
 
 import optuna
+
+if TYPE_CHECKING:
+    from harness.records import RunRecord
 
 __all__ = ["completed_trials", "param_importances"]
 
 
-def completed_trials(record: dict) -> list[dict]:
+def completed_trials(record: RunRecord) -> list[dict]:
     """The record's search trials that completed with a value, in trial order."""
-    trials = record.get("search", {}).get("trials") or []
+    trials = record.search.get("trials") or []
     return sorted((t for t in trials if t.get("state") == "COMPLETE" and t.get("value") is not None),
                   key=lambda t: t["number"])
 
 
-def param_importances(record: dict) -> dict[str, float] | None:
+def param_importances(record: RunRecord) -> dict[str, float] | None:
     """Hyperparameter -> fANOVA importance (they sum to 1), most important first; None where the record
     cannot tell: no search space kept (recorded before it was), no hyperparameters, or fewer than two
     completed trials with different values (nothing to explain otherwise)."""
-    spaces = record.get("loss", {}).get("search_distributions")
+    spaces = record.loss.get("search_distributions")
     trials = completed_trials(record)
     if not spaces or len({t["value"] for t in trials}) < 2:
         return None

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.baseline import BASELINE
 from harness.errors import HarnessError
-from harness.leaderboard import BASELINE, SIGNIFICANCE_COLUMNS
 from harness.report.content import FIGURE_COLUMNS, cell, published
 from harness.report.markdown import format_table
+from harness.tables import SIGNIFICANCE_COLUMNS
 
 __all__ = ["FORMATS", "select_losses", "paper_table"]
 

@@ -8,6 +8,7 @@ unchanged report unchanged.
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ from matplotlib.figure import Figure
 
 from harness.diagnostics import YARDSTICK_MARGIN
 from harness.report.importance import completed_trials, param_importances
+
+if TYPE_CHECKING:
+    from harness.records import RunRecord
 
 __all__ = ["map_at_r_chart", "validation_vs_test_chart", "loss_chart", "unit_histories"]
 
@@ -92,11 +96,11 @@ def validation_vs_test_chart(frame: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def unit_histories(record: dict) -> pd.DataFrame:
+def unit_histories(record: RunRecord) -> pd.DataFrame:
     """One row per validation step of every test unit (the trainings with the best hyperparameters):
     reproduction, fold, iteration and what the step recorded; empty for runs recorded without it."""
     rows = [{"reproduction": rep["reproduction"], "fold": unit["fold"], **step}
-            for rep in record["test"]["reproductions"] for unit in rep.get("folds", [])
+            for rep in record.test["reproductions"] for unit in rep.get("folds", [])
             for step in unit.get("history", [])]
     return pd.DataFrame(rows)
 
@@ -107,7 +111,7 @@ def _not_recorded(ax, what: str) -> None:
     ax.set_yticks([])
 
 
-def _history(ax, record: dict) -> None:
+def _history(ax, record: RunRecord) -> None:
     """Each completed trial's value, the best so far, the pruned trials' running means, and the test
     figure of the best hyperparameters."""
     trials = completed_trials(record)
@@ -118,12 +122,12 @@ def _history(ax, record: dict) -> None:
     values = 100 * np.array([t["value"] for t in trials])
     ax.plot(numbers, values, "o", color=MODE_COLOURS["separated"], markersize=4, label="trial")
     ax.step(numbers, np.maximum.accumulate(values), where="post", color="0.2", linewidth=1, label="best so far")
-    pruned = [t for t in record["search"]["trials"] if t.get("state") == "PRUNED"]
+    pruned = [t for t in record.search["trials"] if t.get("state") == "PRUNED"]
     folds = [[v for k, v in t.items() if k.endswith("_val_map_at_r")] for t in pruned]
     shown = [(t["number"], 100 * np.mean(f)) for t, f in zip(pruned, folds, strict=True) if f]
     if shown:
         ax.plot(*zip(*shown, strict=True), "x", color="0.5", label="pruned (folds run)")
-    ax.axhline(100 * record["test"]["summary"]["separated_map_at_r"]["mean"], color=MODE_COLOURS["concatenated"],
+    ax.axhline(100 * record.test["summary"]["separated_map_at_r"]["mean"], color=MODE_COLOURS["concatenated"],
                linestyle=":", label="test, sep.")
     ax.set_title("optimisation history", fontsize=9)
     ax.set_xlabel("trial")
@@ -131,7 +135,7 @@ def _history(ax, record: dict) -> None:
     ax.legend(fontsize=7)
 
 
-def _importances(ax, record: dict) -> None:
+def _importances(ax, record: RunRecord) -> None:
     importances = param_importances(record)
     if importances is None:
         _not_recorded(ax, "importances (needs the search space\nand two trials of different values)")
@@ -151,7 +155,7 @@ def _band(ax, steps: pd.DataFrame, column: str, label: str, colour: str, linesty
     ax.fill_between(stats.index, scale * stats["min"], scale * stats["max"], color=colour, alpha=0.15, linewidth=0)
 
 
-def _training(axes, record: dict) -> None:
+def _training(axes, record: RunRecord) -> None:
     """Validation MAP@R per fold, and FaceNet's diagnostics (harness.diagnostics) over training."""
     steps = unit_histories(record)
     if steps.empty or "batch_hard_loss" not in steps:
@@ -185,7 +189,7 @@ def _training(axes, record: dict) -> None:
         ax.set_xlabel("iteration")
 
 
-def loss_chart(record: dict) -> bytes:
+def loss_chart(record: RunRecord) -> bytes:
     """One trained loss on one page: its search (optimisation history against the test figure,
     hyperparameter importances) and its test units' trainings (validation MAP@R per fold, the
     batch-hard yardstick, the triplet fractions, the embedding spread; mean and min-max band over
@@ -200,5 +204,5 @@ def loss_chart(record: dict) -> bytes:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-    fig.suptitle(f"{record['loss']['name']}: search and training ({record['run_id']})", fontsize=10)
+    fig.suptitle(f"{record.loss['name']}: search and training ({record.run_id})", fontsize=10)
     return _png(fig)

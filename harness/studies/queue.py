@@ -19,11 +19,15 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.errors import TrialFailed
 from harness.studies.storage import WORKER, Storage, retry_callback, worker_identity
 
-__all__ = ["FAIL_REASON", "FAIL_ERROR", "WORKER", "counts", "take_trial", "run_trial", "requeue_if_interrupted",
-           "requeue", "fail_for_good", "wait"]
+__all__ = ["FAIL_REASON", "FAIL_ERROR", "MAX_REQUEUES", "WORKER", "counts", "take_trial", "run_trial",
+           "requeue_if_interrupted", "requeue", "fail_for_good", "wait"]
 
 FAIL_REASON = "fail_reason"  # user attribute of a trial that failed for a reason of its own: it used its budget
 FAIL_ERROR = "fail_error"  # the exception type and message alone, to tell one repeated error from many
+# A trial queued again this many times (interrupted, or its worker died, each time) fails for good when
+# taken once more: an interruption that comes back every time (a crash the trial itself causes, a
+# worker killed for memory) is the trial's own failure, and must not loop.
+MAX_REQUEUES = 3
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -41,14 +45,29 @@ def take_trial(storage: Storage, study: optuna.Study, *, budget: int | None) -> 
     """
     with storage.lock(study.study_name):
         storage.recover_dead_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        if not any(t.state == TrialState.WAITING for t in trials):
-            if budget is None or sum(t.state == TrialState.RUNNING or counts(t) for t in trials) >= budget:
-                return None
-        trial = study.ask()
-        trial.set_user_attr(WORKER, worker_identity())
-        storage.first_beat(trial._trial_id)  # a worker killed from here on leaves a trial that goes stale
-        return trial
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            if not any(t.state == TrialState.WAITING for t in trials):
+                if budget is None or sum(t.state == TrialState.RUNNING or counts(t) for t in trials) >= budget:
+                    return None
+            trial = study.ask()
+            trial.set_user_attr(WORKER, worker_identity())
+            storage.first_beat(trial._trial_id)  # a worker killed from here on leaves a trial that goes stale
+            if not _requeued_too_often(study, trial):
+                return trial
+
+
+def _requeued_too_often(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Fail `trial` for good if it has been queued again MAX_REQUEUES times already; True if so."""
+    history = study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history", [])
+    if len(history) < MAX_REQUEUES:
+        return False
+    reason = (f"queued again {len(history)} times (trials {', '.join(map(str, history))}), each time interrupted "
+              "or its worker gone; failed for good so that it cannot loop")
+    trial.set_user_attr(FAIL_REASON, reason)
+    trial.set_user_attr(FAIL_ERROR, f"requeued {MAX_REQUEUES} times")
+    study.tell(trial, state=TrialState.FAIL)
+    return True
 
 
 def run_trial(storage: Storage, study: optuna.Study, trial: optuna.Trial,

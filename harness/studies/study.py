@@ -1,10 +1,10 @@
 """A study's identity and its sampler: created once with what it was made under; a worker that differs
 is refused with the difference named, so one study never mixes protocols, data or loss code.
 
-A study is named by dataset, protocol (name and hash) and loss (name and source hash), so a changed
-protocol or loss starts a study of its own. While a study of the same dataset, protocol name and loss
-is unfinished, a worker that would start a different one is refused instead: a node with a stale
-checkout must not quietly split a cluster's work in two.
+A study is named by its run key (harness.run_key): dataset, protocol (name and hash) and loss (name and
+code identity), so a changed protocol or loss starts a study of its own. While a study of the same
+dataset, protocol name and loss is unfinished, a worker that would start a different one is refused
+instead: a node with a stale checkout must not quietly split a cluster's work in two.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import optuna
 
 from harness.errors import HarnessError
 from harness.protocol import Protocol
+from harness.run_key import RunKey
 from harness.seeding import derive_seed
 from harness.studies.storage import Storage
 
@@ -28,19 +29,17 @@ WORKERS_JOINED = "workers_joined"
 
 @dataclass(frozen=True)
 class StudyIdentity:
-    """What every worker of one study must share."""
+    """What every worker of one study must share: the run key, and the protocol it hashes (so a
+    difference can be named setting by setting)."""
 
-    dataset: str
-    dataset_version: str | None
+    key: RunKey
     protocol: Protocol
-    loss: str
-    loss_source_sha256: str | None
 
     def attrs(self) -> dict:
-        return {"dataset": self.dataset, "dataset_version": self.dataset_version,
+        return {"dataset": self.key.dataset, "dataset_version": self.key.dataset_version,
                 "protocol_name": self.protocol.name, "protocol_hash": self.protocol.hash,
                 "protocol": json.dumps(self.protocol.canonical_dict(), sort_keys=True, separators=(",", ":")),
-                "loss": self.loss, "loss_source_sha256": self.loss_source_sha256}
+                "loss": self.key.loss, "loss_identity": self.key.loss_identity}
 
 
 def _flatten(value, prefix: str = "") -> dict:
@@ -53,9 +52,9 @@ def _difference(theirs: dict, ours: dict) -> str | None:
     """The first differences between a study's attributes and this worker's, in words; None if equal."""
     if theirs.get("dataset_version") != ours["dataset_version"]:
         return f"dataset version {theirs.get('dataset_version')} there, {ours['dataset_version']} here"
-    if theirs.get("loss_source_sha256") != ours["loss_source_sha256"]:
-        return (f"loss source sha256 {str(theirs.get('loss_source_sha256'))[:12]} there, "
-                f"{str(ours['loss_source_sha256'])[:12]} here")
+    if theirs.get("loss_identity") != ours["loss_identity"]:
+        return (f"loss identity {str(theirs.get('loss_identity'))[:12]} there, "
+                f"{str(ours['loss_identity'])[:12]} here")
     if theirs.get("protocol_hash") != ours["protocol_hash"]:
         a, b = _flatten(json.loads(theirs.get("protocol", "{}"))), _flatten(json.loads(ours["protocol"]))
         changed = [f"{key} = {json.dumps(a.get(key))} there, {json.dumps(b.get(key))} here"
@@ -91,9 +90,9 @@ def join_study(storage: Storage, name: str, identity: StudyIdentity, *, stage: s
         else:
             for other in summaries:
                 attrs = other.user_attrs
-                if (attrs.get("stage") == stage and attrs.get("dataset") == identity.dataset
-                        and attrs.get("protocol_name") == identity.protocol.name and attrs.get("loss") == identity.loss
-                        and FINISHED not in attrs):
+                if (attrs.get("stage") == stage and attrs.get("dataset") == identity.key.dataset
+                        and attrs.get("protocol_name") == identity.protocol.name
+                        and attrs.get("loss") == identity.key.loss and FINISHED not in attrs):
                     difference = _difference(attrs, ours)
                     if difference:
                         raise _refuse(storage, other.study_name, difference, sibling=True)
