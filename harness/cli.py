@@ -1,6 +1,9 @@
-"""The `harness` command: benchmark, worker, record, score, splits, datasets, leaderboard, losses.
+"""The `harness` command: benchmark, worker, record, reproduce, score, splits, datasets, leaderboard, losses.
 
-User errors (HarnessError) become one line on stderr and exit code 2; nothing else is caught.
+User errors (HarnessError, LossError) become one line on stderr and exit code 2; a run that failed
+for a reason of its own work (RunFailed) one line and exit code 1; nothing else is caught. Every
+command imports what it needs when it runs, so `harness --help` and `--version` load neither torch
+nor Optuna.
 `results/`, `reports/` and `datasets/` are found relative to the current directory (the repository
 root under make) unless --results, --reports or --data-root say otherwise; an installed package
 never writes inside itself.
@@ -15,20 +18,21 @@ import signal
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.studies.storage import redact
-from losses.errors import LossError
+from harness import __version__
+from harness.errors import HarnessError, RunFailed
+from harness.redact import redact
 
+EXIT_RUN_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
 def _epilog() -> str:
-    import losses
-    from harness.data import available_datasets
+    from harness.dataset_names import available_datasets
+    from harness.names import loss_names
     from harness.protocol import available_protocols
 
-    return (f"losses: none (untrained baseline), {', '.join(losses.available())}\n"
+    return (f"losses: none (untrained baseline), {', '.join(loss_names())}\n"
             f"datasets: {', '.join(available_datasets())} (or a folder with one subfolder per class, "
             "or a .csv with path,label)\n"
             f"protocols: {', '.join(available_protocols())} (or a path to a .toml file)")
@@ -71,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness", description="Fair-comparison benchmark of deep metric learning losses.",
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bench = commands.add_parser("benchmark", help="search, test and record one loss under a protocol")
@@ -127,8 +132,22 @@ def _parser() -> argparse.ArgumentParser:
     cite.add_argument("--protocol", default="quick", help="the table's protocol (default: quick)")
     _add_locations(cite, data=False)
 
+    again = commands.add_parser("reproduce", help="rerun a record's exact protocol, loss code, data and seeds into a "
+                                "temporary folder and say, figure by figure, whether each reproduced bit for bit")
+    again.add_argument("run_id", help="the run's id (its folder under RESULTS/runs/)")
+    again.add_argument("--dataset", help="where a researcher's own dataset is now (default: the record's dataset name)")
+    again.add_argument("--jobs", type=int, default=None, metavar="N",
+                       help="trainings side by side (the figures are the same for any N)")
+    again.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_locations(again, results=False)
+    again.add_argument("--results", type=Path, default=Path("results"),
+                       help="where the record is (default: ./results)")
+
     zoo = commands.add_parser("losses", help="list the registered losses with their search spaces")
-    zoo.add_argument("--names", action="store_true", help="only the names, one a line (for scripts)")
+    zoo_format = zoo.add_mutually_exclusive_group()
+    zoo_format.add_argument("--names", action="store_true", help="only the names, one a line (for scripts)")
+    zoo_format.add_argument("--json", action="store_true", help="per loss, one JSON object a line: name, class, "
+                            "identity, space (Optuna's JSON form), defaults, paper, description")
     return parser
 
 
@@ -257,16 +276,38 @@ def _dataset_line(row: dict) -> str:
             f"version {row['version']}")
 
 
-def _losses(names_only: bool) -> None:
+def _losses(names_only: bool, as_json: bool) -> None:
     import losses
 
     if names_only:
         print("\n".join(losses.available()))
         return
+    if as_json:
+        for name in losses.available():  # JSON Lines: one loss per line
+            print(json.dumps(losses.summary(name)))
+        return
     for name in losses.available():
         info = losses.info(name)
         space = "; ".join(f"{k} {losses.describe(v)}" for k, v in info.space.items()) or "no hyperparameters"
         print(f"{name}: {info.description}\n    searched: {space}\n    paper: {info.paper}")
+
+
+def _user_error(error: Exception) -> bool:
+    """A HarnessError, or a LossError (a loss refusing its hyperparameters); the losses package is looked up
+    only if something imported it, since an error can only be one of its own then."""
+    losses = sys.modules.get("losses")
+    return isinstance(error, HarnessError) or (losses is not None and isinstance(error, losses.LossError))
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from harness.jobs import default_jobs
+    from harness.reproduce import reproduce
+
+    report = reproduce(args.results, args.run_id, dataset=args.dataset, data_root=args.data_root,
+                       jobs=args.jobs or default_jobs(), progress=not args.no_progress)
+    for line in report.lines():
+        print(line)
+    return 0 if report.identical else EXIT_RUN_FAILED
 
 
 def _terminated(signum, frame) -> None:
@@ -277,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="harness: %(message)s")
     try:
-        if args.command in ("benchmark", "worker", "record"):
+        if args.command in ("benchmark", "worker", "record", "reproduce"):
             signal.signal(signal.SIGTERM, _terminated)  # a scheduler's stop: end the trial cleanly, queue it again
+            if args.command == "reproduce":
+                return _reproduce(args)
             _benchmark(args)
         elif args.command == "score":
             from harness.metrics import score_files
@@ -300,8 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "cite":
             _cite(args)
         elif args.command == "losses":
-            _losses(args.names)
-    except (HarnessError, LossError) as error:
+            _losses(args.names, args.json)
+    except RunFailed as error:
+        print(f"harness: run failed: {redact(str(error))}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except Exception as error:
+        if not _user_error(error):
+            raise
         print(f"harness: error: {redact(str(error))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from harness.atomic import atomic_open
+from harness.baseline import BASELINE
 from harness.data import ImageSet
 from harness.errors import HarnessError, RunFailed, TrialFailed
 from harness.jobs import Jobs, training_threads
@@ -114,7 +115,7 @@ def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: P
     `loss_name=None` scores untrained networks."""
     jobs = jobs or Jobs(1)
     done, total = unit_progress(study)
-    bar = tqdm(total=total, initial=done, desc=f"test {loss_name or 'none'}", unit="fold", disable=not progress)
+    bar = tqdm(total=total, initial=done, desc=f"test {loss_name or BASELINE}", unit="fold", disable=not progress)
     taken: dict[int, tuple[optuna.Trial, ExitStack]] = {}
 
     def units():  # a unit is taken from the study only when a job is free to run it
@@ -132,7 +133,7 @@ def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: P
                 with guard, requeue_if_interrupted(study, trial):
                     failed = _finish_unit(study, trial, future, directory)
                 if failed is not None:  # the loss worked in the search; here it must too
-                    raise RunFailed(f"{loss_name or 'none'}: " + _unit_failure(failed))
+                    raise RunFailed(f"{loss_name or BASELINE}: " + _unit_failure(failed))
                 bar.update()
             if unit_progress(study)[0] >= total:
                 return

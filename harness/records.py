@@ -25,8 +25,8 @@ from pathlib import Path
 
 from harness.atomic import write_atomic
 from harness.errors import HarnessError
+from harness.redact import redact
 from harness.run_key import RunKey
-from harness.studies.storage import redact
 
 __all__ = ["RunRecord", "SCHEMA_VERSION", "write_json_atomic", "environment", "new_run_id", "write_record",
            "load_record", "load_records", "newest_complete_runs", "record_path", "REPO_ROOT"]

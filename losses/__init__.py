@@ -12,7 +12,7 @@ A new loss module registers its classes with `register_loss` and is imported bel
 
 from __future__ import annotations
 
-from losses.catalog import available, build, identity, info, search_space, suggest
+from losses.catalog import available, build, identity, info, search_space, suggest, summary
 from losses.errors import LossError
 from losses.registry import HARNESS_KEYS, RESERVED_NAMES, LossInfo, declare_loss, describe, register_loss
 
@@ -30,6 +30,7 @@ __all__ = [
     "register_loss",
     "search_space",
     "suggest",
+    "summary",
 ]
 
 # the loss families, imported for their registrations (after the registry they register into)

@@ -8,6 +8,7 @@ plug-in loader below know nothing of this module, so the three import in one dir
 
 from __future__ import annotations
 
+import json
 import sys
 
 import optuna
@@ -19,7 +20,7 @@ from losses.identity import code_identity, module_scope
 from losses.plugins import LOSS_SCOPE, entry_point_names, resolve_external
 from losses.registry import HARNESS_KEYS, LossInfo, check_value, constructor_params, zoo_info, zoo_names
 
-__all__ = ["available", "build", "identity", "info", "search_space", "suggest"]
+__all__ = ["available", "build", "identity", "info", "search_space", "suggest", "summary"]
 
 
 def available() -> list[str]:
@@ -39,6 +40,14 @@ def identity(name: str) -> str:
     # a plug-in loaded from a file names itself by its file's stem, within its folder (losses.plugins)
     stem, scope = getattr(module, LOSS_SCOPE, None) or (module.__name__, module_scope(module.__name__, module.__file__))
     return code_identity(stem, module.__file__, scope)
+
+
+def summary(name: str) -> dict:
+    """What `harness losses --json` prints of a loss: the space in Optuna's own JSON form."""
+    record = info(name)
+    return {"name": name, "class": f"{record.cls.__module__}:{record.cls.__qualname__}", "identity": identity(name),
+            "space": {k: json.loads(optuna.distributions.distribution_to_json(v)) for k, v in record.space.items()},
+            "defaults": record.defaults, "paper": record.paper, "description": record.description}
 
 
 def search_space(name: str) -> dict[str, BaseDistribution]:

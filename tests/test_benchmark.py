@@ -12,8 +12,8 @@ import torch
 
 import harness.search
 import losses
-from harness.benchmark import default_storage, run_benchmark
-from harness.data import load_dataset
+from harness.benchmark import default_storage, loss_section, run_benchmark, run_key
+from harness.data import dataset_version, load_dataset
 from harness.diagnostics import DIAGNOSTICS
 from harness.errors import LossNotFinite
 from harness.evaluate import METRICS, MODES
@@ -38,18 +38,19 @@ def run_cli(*argv) -> tuple[int, str, str]:
 
 def _run(tmp_path, protocol, data_root, loss="batch_hard", **kw):
     return run_benchmark(loss_name=loss, dataset="glyphs", protocol=protocol, results_dir=tmp_path / "results",
-                         reports_dir=tmp_path / "reports", data_root=data_root, progress=False, **kw)
+                         reports_dir=tmp_path / "reports", data_root=data_root, progress=False, **kw)[0]
 
 
 def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol, data_root):
     record = _run(tmp_path, tiny_protocol, data_root)
     baseline = _run(tmp_path, tiny_protocol, data_root, loss="none")
 
-    path = tmp_path / "results" / "runs" / record["run_id"] / "record.json"
+    path = tmp_path / "results" / "runs" / record.run_id / "record.json"
     stored = json.loads(path.read_text())
     assert stored["protocol_hash"] == tiny_protocol.hash and stored["protocol"]["name"] == "tiny"
     assert stored["status"] == "complete" and stored["loss"]["name"] == "batch_hard"
-    assert stored["loss"]["source_sha256"] and stored["dataset"]["version"].startswith("glyphs-v")
+    assert stored["schema_version"] == 2 and stored["loss"]["identity"] == losses.identity("batch_hard")
+    assert stored["dataset"]["version"].startswith("glyphs-v")
     assert stored["search"]["trials_counted"] == 2 and len(stored["search"]["trials"]) == 2
     assert set(stored["search"]["best_params"]) == {"margin"}
     for trial in stored["search"]["trials"]:
@@ -76,13 +77,13 @@ def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol,
     required += [f"{m}_{k}_{s}" for m in MODES for k in METRICS for s in ("mean", "ci95")]
     assert set(required) <= set(table.columns)
     row = table.set_index("loss").loc["batch_hard"]
-    assert row["run_id"] == record["run_id"] and json.loads(row["best_params"]).keys() == {"margin"}
+    assert row["run_id"] == record.run_id and json.loads(row["best_params"]).keys() == {"margin"}
     for column in required[8:]:
         assert 0.0 <= row[column] <= 1.0
     assert row["concatenated_map_at_r_mean"] == pytest.approx(
-        record["test"]["summary"]["concatenated_map_at_r"]["mean"], abs=1e-6)
-    assert table.set_index("loss").loc["none", "run_id"] == baseline["run_id"]
-    assert baseline["search"]["trials_counted"] == 0
+        record.test["summary"]["concatenated_map_at_r"]["mean"], abs=1e-6)
+    assert table.set_index("loss").loc["none", "run_id"] == baseline.run_id
+    assert baseline.search["trials_counted"] == 0
 
     # every query's figures beside the record, averaging to the record's own figures
     per_query = load_per_query(path.parent, stored["test"]["per_query"])
@@ -164,11 +165,15 @@ def test_search_never_reads_a_test_item(tmp_path, tiny_protocol, data_root, monk
     assert not seen & set(split.test)
 
 
+def _key(protocol, data_root, loss="batch_hard"):
+    return run_key("glyphs", dataset_version("glyphs", image_size=16, root=data_root), protocol, loss_section(loss))
+
+
 def _search(tmp_path, protocol, data_root, storage):
     data = load_dataset("glyphs", image_size=16, root=data_root)
     split = class_disjoint_split(data.num_classes)
-    return run_search(data.subset(split.trainval), split, protocol, "batch_hard", dataset="glyphs",
-                      storage=storage, progress=False)
+    return run_search(data.subset(split.trainval), split, protocol, _key(protocol, data_root), storage=storage,
+                      progress=False)
 
 
 def test_interrupted_search_resumes_where_it_stopped(tmp_path, tiny_protocol, data_root, monkeypatch):
@@ -186,7 +191,7 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path, tiny_protocol, da
     monkeypatch.setattr(harness.search, "train_fold", interrupting_train_fold)
     with pytest.raises(KeyboardInterrupt):
         _search(tmp_path, protocol, data_root, storage)
-    study = optuna.load_study(study_name=harness.search.study_name("glyphs", protocol, "batch_hard"),
+    study = optuna.load_study(study_name=_key(protocol, data_root).study_name,
                               storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "WAITING"]  # queued again
     assert len(counted_trials(study)) == 1
@@ -220,7 +225,7 @@ def test_a_nan_loss_fails_that_trial_only(tmp_path, tiny_protocol, data_root, mo
     protocol = tiny_protocol.with_overrides(trials=4)
     storage = default_storage(tmp_path)
     study = optuna.create_study(storage=storage, direction="maximize",
-                                study_name=harness.search.study_name("glyphs", protocol, "batch_hard"))
+                                study_name=_key(protocol, data_root).study_name)
     for margin in (0.9, 0.1, 0.2, 0.3):
         study.enqueue_trial({"margin": margin})
     monkeypatch.setattr(harness.train.losses, "build",
@@ -266,7 +271,7 @@ def test_every_registered_loss_runs_the_whole_protocol(tmp_path, tiny_protocol, 
     """Search, test, record and table for each loss of the zoo (one trial, one reproduction)."""
     protocol = tiny_protocol.with_overrides(trials=1, reproductions=1)
     record = _run(tmp_path, protocol, data_root, loss=loss_name)
-    assert record["status"] == "complete" and record["search"]["trials_counted"] == 1
-    assert set(record["search"]["best_params"]) == set(losses.search_space(loss_name))
-    summary = record["test"]["summary"]
+    assert record.status == "complete" and record.search["trials_counted"] == 1
+    assert set(record.search["best_params"]) == set(losses.search_space(loss_name))
+    summary = record.test["summary"]
     assert all(0.0 <= summary[f"{m}_{k}"]["mean"] <= 1.0 for m in MODES for k in METRICS)

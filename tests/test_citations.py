@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from record_factory import make_record
+
 import losses
 from harness.citations import HARNESS_BIBTEX, LOSS_PAPERS, PAPERS, bibtex_for, cite_block
 
@@ -32,16 +34,14 @@ def test_bibtex_for_a_loss_cites_the_harness_the_reality_check_and_its_paper():
 
 
 def test_cite_block_names_the_rerun_command_hashes_and_versions():
-    record = {
-        "run_id": "R1", "loss": {"name": "arcface", "source_sha256": "abc"},
-        "protocol": {"name": "quick"}, "protocol_hash": "h" * 64,
-        "dataset": {"name": "glyphs", "version": "glyphs-v1-123"},
-        "environment": {"git_commit": "c0ffee", "git_dirty": False, "command": "harness benchmark --loss arcface",
-                        "packages": {"dml-harness": "0.1.0", "torch": "2.14.1", "faiss-cpu": None},
-                        "platform": "Linux", "device": "cpu", "jobs": 2},
-    }
+    record = make_record("R1", "arcface", protocol_hash="h" * 64, dataset_version="glyphs-v1-123", identity="abc",
+                         environment={"git_commit": "c0ffee", "git_dirty": False,
+                                      "command": "harness benchmark --loss arcface",
+                                      "packages": {"dml-harness": "0.1.0", "torch": "2.14.1", "faiss-cpu": None},
+                                      "platform": "Linux", "device": "cpu", "jobs": 2})
     block = cite_block(record)
     assert "rerun: git checkout c0ffee && harness benchmark --loss arcface" in block
     assert f"protocol: quick  hash {'h' * 64}" in block and "dataset: glyphs  version glyphs-v1-123" in block
     assert "harness: 0.1.0  commit c0ffee" in block and "torch 2.14.1" in block and "faiss-cpu" not in block
     assert "@inproceedings{deng2019arcface," in block
+    assert "loss: arcface  (identity abc)" in block

@@ -107,20 +107,17 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
 
 
 def test_if_missing_skips_a_loss_already_run_under_the_protocol(tmp_path, capsys, data_root):
-    from harness.benchmark import completed_run
+    from record_factory import make_record, save
+
+    from harness.benchmark import completed_run, loss_section, run_key
     from harness.data import dataset_version
     from harness.protocol import load_protocol
-    from harness.records import save_record
 
     quick = load_protocol("quick")
     version = dataset_version("glyphs", image_size=quick.images.image_size, root=data_root)
-    record = {"run_id": "r1", "status": "complete", "finished_at": "2026-01-01T00:00:00",
-              "dataset": {"name": "glyphs", "version": version}, "protocol_hash": quick.hash,
-              "loss": {"name": "none"}}
-    save_record(tmp_path / "results", record)
+    save(tmp_path / "results", make_record("r1", "none", dataset_version=version))
     # a run on another copy of the data (another version) does not count as done
-    assert completed_run(tmp_path / "results", loss_name="none", dataset="glyphs", protocol=quick,
-                         dataset_version="glyphs-other") is None
+    assert completed_run(tmp_path / "results", run_key("glyphs", "glyphs-other", quick, loss_section("none"))) is None
     before = sorted(p.name for p in (tmp_path / "results").rglob("*"))
     code, out, _ = _run(capsys, "benchmark", "--loss", "none", "--if-missing", "--results", str(tmp_path / "results"),
                         "--reports", str(tmp_path / "reports"), "--data-root", str(data_root))

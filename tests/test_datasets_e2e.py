@@ -5,7 +5,6 @@ gallery. Three of them also go through the README's own command, `make benchmark
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from dataset_fixtures import make_cars, make_csv_set, make_cub, make_image_folde
 
 from harness.benchmark import run_benchmark
 from harness.protocol import load_protocol
+from harness.records import load_record
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +43,17 @@ TINY_IMAGES = Path(__file__).parent / "tiny_images.toml"
 def _check_run(results: Path, reports: Path, data_root: Path, dataset: str, protocol: str, backbone: str) -> None:
     """The record, table and report of one batch_hard run of `dataset` on the generated copy under data_root."""
     (record_path,) = results.glob("runs/*/record.json")
-    record = json.loads(record_path.read_text())
-    assert record["status"] == "complete" and record["protocol"]["name"] == protocol
-    assert record["protocol"]["model"]["backbone"] == backbone
-    data = record["dataset"]
+    record = load_record(record_path)
+    assert record.status == "complete" and record.protocol["name"] == protocol
+    assert record.protocol["model"]["backbone"] == backbone
+    data = record.dataset
     assert data["official"] is False  # a small copy, or a researcher's own set
     if dataset.startswith("/"):
         assert data["warning"] is None and data["name"] == Path(dataset).stem  # no official counts to differ from
     else:
         assert data["name"] == dataset and "the official release" in data["warning"]
     assert data["version"].startswith(data["name"] + "-")
-    assert len(record["search"]["trials"]) == 1 and len(record["test"]["reproductions"]) == 1
+    assert len(record.search["trials"]) == 1 and len(record.test["reproductions"]) == 1
     if dataset == "inshop":
         # the search saw only the 24 train items; the test half is the 12 query/gallery items
         assert (data["trainval_classes"], data["test_classes"]) == (24, 12)
@@ -61,7 +61,7 @@ def _check_run(results: Path, reports: Path, data_root: Path, dataset: str, prot
     else:
         assert data["trainval_classes"] == data["num_classes"] // 2
     for mode in ("separated", "concatenated"):
-        assert 0 <= record["test"]["summary"][f"{mode}_map_at_r"]["mean"] <= 1
+        assert 0 <= record.test["summary"][f"{mode}_map_at_r"]["mean"] <= 1
 
     (table_path,) = results.glob("leaderboard/*.csv")
     # not the official copy: its rows get a table of their own, named by the data version

@@ -110,12 +110,12 @@ def test_the_same_figures_for_any_number_of_jobs(tmp_path, tiny_protocol, data_r
     """The promise of --jobs: one table, whatever N (folds and test units side by side, fixed threads)."""
     records = {jobs: run_benchmark(loss_name="batch_hard", dataset="glyphs", protocol=tiny_protocol,
                                    results_dir=tmp_path / f"jobs{jobs}", reports_dir=tmp_path / f"reports{jobs}",
-                                   data_root=data_root, progress=False, jobs=jobs) for jobs in (1, 3)}
+                                   data_root=data_root, progress=False, jobs=jobs)[0] for jobs in (1, 3)}
     one, three = records[1], records[3]
-    assert one["test"] == three["test"]  # every fold's figures, separated and concatenated
-    assert [{**t, "worker": None} for t in one["search"]["trials"]] == [
-        {**t, "worker": None} for t in three["search"]["trials"]]
-    assert (one["environment"]["jobs"], three["environment"]["jobs"]) == (1, 3)
-    assert one["environment"]["threads_per_training"] == THREADS_PER_TRAINING
-    print(f"--jobs 1 and --jobs 3: concatenated MAP@R {one['test']['summary']['concatenated_map_at_r']['mean']:.6f}"
-          f" and {three['test']['summary']['concatenated_map_at_r']['mean']:.6f}")
+    assert one.test == three.test  # every fold's figures, separated and concatenated
+    assert [{**t, "worker": None} for t in one.search["trials"]] == [
+        {**t, "worker": None} for t in three.search["trials"]]
+    assert (one.environment["jobs"], three.environment["jobs"]) == (1, 3)
+    assert one.environment["threads_per_training"] == THREADS_PER_TRAINING
+    print(f"--jobs 1 and --jobs 3: concatenated MAP@R {one.test['summary']['concatenated_map_at_r']['mean']:.6f}"
+          f" and {three.test['summary']['concatenated_map_at_r']['mean']:.6f}")

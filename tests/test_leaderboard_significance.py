@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from record_factory import made_up_identity, make_record, save
 
-from harness.evaluate import METRICS, MODES
-from harness.leaderboard import SIGNIFICANCE_COLUMNS, leaderboard_tables
+import losses
+from harness.evaluate import METRICS
 from harness.metrics import hits_to_figures
 from harness.per_query import pack, write_per_query
-from harness.records import save_record
+from harness.records import RunRecord
+from harness.tables import SIGNIFICANCE_COLUMNS, leaderboard_tables
 
 QUERIES = 1500
 
@@ -18,36 +20,30 @@ QUERIES = 1500
 R = 3
 
 
-def make_run(results, loss: str, hits: np.ndarray | None, finished: str, collapsed: bool = False) -> dict:
+def make_run(results, loss: str, hits: np.ndarray | None, finished: str, collapsed: bool = False) -> RunRecord:
     """A complete record whose concatenated hits are hits [reproductions, QUERIES, R] (None: none kept)."""
     run_id = f"{finished}__made__up__{loss}"
     relevant = np.full(QUERIES, R, dtype=np.int32)
     reps = [hits_to_figures(h, relevant)[1] for h in hits] if hits is not None else [np.full(QUERIES, 0.3)] * 3
     figures = [{m: float(row.mean()) for m in METRICS} for row in reps]
-    summary = {f"{mode}_{m}": {"mean": float(np.mean([f[m] for f in figures])), "ci95": 0.01}
-               for mode in MODES for m in METRICS}
-    record = {
-        "run_id": run_id, "status": "complete", "finished_at": finished,
-        "dataset": {"name": "made", "version": "made-v1", "official": True},
-        "protocol": {"name": "madeup"}, "protocol_hash": "f" * 64,
-        "loss": {"name": loss, "class": "X", "source_sha256": loss},
-        "search": {"trials_counted": 2, "best_params": {}, "best_value": 0.5, "trials": [
-            {"number": n, "fold0_collapsed": collapsed and n == 1, "fold1_collapsed": False} for n in range(2)]},
-        "test": {"reproductions": [{"reproduction": r, "separated": figures[r], "concatenated": figures[r],
-                                    "folds": [{"fold": 0, "collapsed": collapsed and r == 2}]}
-                                   for r in range(len(reps))], "summary": summary},
-        "environment": {"git_commit": None},
-    }
-    if hits is None:  # an old record: no diagnostics either
-        for trial in record["search"]["trials"]:
-            del trial["fold0_collapsed"], trial["fold1_collapsed"]
-        for rep in record["test"]["reproductions"]:
-            del rep["folds"][0]["collapsed"]
-    if hits is not None:
-        arrays = pack(relevant, {(r, "concatenated"): h for r, h in enumerate(hits)})
-        record["test"]["per_query"] = write_per_query(results / "runs" / run_id, arrays)
-    save_record(results, record)
-    return record
+    diagnosed = hits is not None  # an old record (no per-query figures) has no diagnostics either
+    trials = [{"number": n, **({"fold0_collapsed": collapsed and n == 1, "fold1_collapsed": False} if diagnosed
+                               else {})} for n in range(2)]
+    reproductions = [{"reproduction": r, "separated": figures[r], "concatenated": figures[r],
+                      "folds": [{"fold": 0, **({"collapsed": collapsed and r == 2} if diagnosed else {})}]}
+                     for r in range(len(reps))]
+    per_query = ({"per_query": write_per_query(results / "runs" / run_id, pack(
+        relevant, {(r, "concatenated"): h for r, h in enumerate(hits)}))} if hits is not None else {})
+    return save(results, make_record(run_id, loss, dataset="made", dataset_version="made-v1", protocol_hash="f" * 64,
+                                     finished_at=finished, reproductions=reproductions, test_extra=per_query,
+                                     search={"trials_counted": 2, "best_params": {}, "best_value": 0.5,
+                                             "trials": trials}, environment={"git_commit": None}))
+
+
+@pytest.fixture(autouse=True)
+def _made_up_losses_are_current(monkeypatch):
+    """The made-up losses' identities (record_factory.made_up_identity) are those of their code "now"."""
+    monkeypatch.setattr(losses, "identity", made_up_identity)
 
 
 def noisy(seed: int, level: float) -> np.ndarray:
@@ -113,7 +109,7 @@ def results(tmp_path, table) -> object:
 
 
 def test_compare_losses_gives_both_rows_the_difference_and_both_p_values(results, table):
-    from harness.leaderboard import compare_losses
+    from harness.lookups import compare_losses
 
     (stem,) = leaderboard_tables(results)
     out = compare_losses(results, stem, "a_twin", "c")
@@ -127,7 +123,7 @@ def test_compare_losses_gives_both_rows_the_difference_and_both_p_values(results
 
 def test_compare_names_what_is_missing(results):
     from harness.errors import HarnessError
-    from harness.leaderboard import compare_losses
+    from harness.lookups import compare_losses
 
     (stem,) = leaderboard_tables(results)
     with pytest.raises(HarnessError, match="has no row for loss 'zzz'; its losses: none, a_twin"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import re
@@ -48,7 +47,7 @@ def test_file_path_loss_builds_and_declares_its_space(monkeypatch):
     value = module(embeddings, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
     value.backward()
     assert torch.isfinite(value) and embeddings.grad.abs().sum() > 0
-    assert losses.source_sha256(SPEC) == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
+    assert len(losses.identity(SPEC)) == 64
     # the same checks as the zoo
     with pytest.raises(LossError, match="no hyperparameter margin; accepted: neg_margin"):
         losses.build(SPEC, embedding_dim=8, num_classes=4, margin=0.1)
@@ -112,13 +111,17 @@ def test_readme_example_runs_end_to_end_and_a_changed_loss_gets_its_own_row(tmp_
     out = benchmark()
     assert SPEC in out and "neg_margin=" in out
     with (work / "examples" / "my_loss.py").open("a") as handle:
-        handle.write("\n# edited: a changed loss must not replace the old row\n")
+        handle.write("\n# edited: a comment is not code, so the row stands as it is\n")
     benchmark()
     (csv,) = (results / "leaderboard").glob("*.csv")
+    assert len(pd.read_csv(csv)) == 1
+    with (work / "examples" / "my_loss.py").open("a") as handle:
+        handle.write("\nEDITED = True  # a changed loss must not replace the old row\n")
+    benchmark()
     table = pd.read_csv(csv)
     assert list(table["loss"]) == [SPEC, SPEC]
     assert table["loss_class"].str.endswith(":CosineContrastiveLoss").all()
-    assert table["loss_source_sha256"].nunique() == 2
+    assert table["loss_identity"].nunique() == 2 and table["current"].tolist() == [True, False]
     studies = {json.loads((results / "runs" / run / "record.json").read_text())["search"]["study"]
                for run in table["run_id"]}
     assert len(studies) == 2  # the edited loss ran a study of its own, not the old one's

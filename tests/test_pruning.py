@@ -7,8 +7,7 @@ import dataclasses
 import optuna
 import pytest
 
-import harness.search
-from harness.benchmark import run_benchmark
+from harness.benchmark import loss_section, run_benchmark, run_key
 from harness.data import dataset_version
 from harness.errors import HarnessError
 from harness.protocol import protocol_from_dict
@@ -59,15 +58,14 @@ def test_a_trial_that_cannot_keep_up_stops_after_a_fold_the_same_for_any_jobs(tm
     for jobs in (1, 2):
         results = tmp_path / f"jobs{jobs}"
         storage = open_storage(f"sqlite:///{results / 'studies.db'}")
-        identity = StudyIdentity("glyphs", dataset_version("glyphs", image_size=16, root=data_root), protocol, loss,
-                                 harness.search.losses.source_sha256(loss))
-        study = join_study(storage, harness.search.study_name("glyphs", protocol, loss), identity, stage="search")
+        key = run_key("glyphs", dataset_version("glyphs", image_size=16, root=data_root), protocol, loss_section(loss))
+        study = join_study(storage, key.study_name, StudyIdentity(key, protocol), stage="search")
         for margin in (0.2, 0.9, 0.3):  # the second learns nothing: it falls below the first
             study.enqueue_trial({"margin": margin})
         records[jobs] = run_benchmark(loss_name=loss, dataset="glyphs", protocol=protocol, results_dir=results,
                                       reports_dir=tmp_path / f"reports{jobs}", data_root=data_root, progress=False,
-                                      jobs=jobs)
-    search = records[1]["search"]
+                                      jobs=jobs)[0]
+    search = records[1].search
     states = [t["state"] for t in search["trials"]]
     assert states[1] == "PRUNED" and states.count("PRUNED") == search["pruned_trials"] >= 1
     pruned = search["trials"][1]
@@ -76,9 +74,9 @@ def test_a_trial_that_cannot_keep_up_stops_after_a_fold_the_same_for_any_jobs(tm
     assert search["fold_trainings_saved"] == sum(3 - t["pruned_after_fold"] for t in search["trials"]
                                                  if t["state"] == "PRUNED")
     assert search["trials_counted"] == 3 and search["best_params"]["margin"] != 0.9
-    assert records[1]["test"] == records[2]["test"]
+    assert records[1].test == records[2].test
     assert [{**t, "worker": None} for t in search["trials"]] == [
-        {**t, "worker": None} for t in records[2]["search"]["trials"]]
+        {**t, "worker": None} for t in records[2].search["trials"]]
     print(f"pruned: trial states {states}, fold trainings saved {search['fold_trainings_saved']}")
     assert optuna.load_study(study_name=search["study"], storage=f"sqlite:///{tmp_path / 'jobs1' / 'studies.db'}"
                              ).trials[1].state == optuna.trial.TrialState.PRUNED

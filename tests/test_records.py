@@ -1,19 +1,22 @@
-"""Atomic writes, run records and leaderboard regeneration (no training: records built by hand)."""
+"""Atomic writes, run records and leaderboard regeneration (no training: records from tests/record_factory.py)."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from record_factory import make_record, save
 
 from harness.atomic import atomic_open, write_atomic
 from harness.errors import HarnessError
 from harness.evaluate import summarize
-from harness.leaderboard import leaderboard_tables, write_leaderboards
 from harness.protocol import load_protocol
-from harness.records import environment, load_records, save_record
+from harness.publish import write_leaderboards
+from harness.records import environment, load_record, load_records
+from harness.tables import leaderboard_tables
 
 
 def test_interrupted_write_keeps_the_old_file(tmp_path):
@@ -38,27 +41,14 @@ def test_summary_is_mean_and_student_t_half_width():
     assert math.isnan(summarize(reps[:1])["separated_map_at_r"]["ci95"])
 
 
-def _record(run_id, loss, value, *, protocol_hash=None, finished_at="2026-01-01T00:00:00", status="complete"):
-    protocol = load_protocol("quick")
-    reps = [{m: {"precision_at_1": value, "r_precision": value, "map_at_r": value} for m in
-             ("separated", "concatenated")} for _ in range(2)]
-    return {"run_id": run_id, "status": status, "finished_at": finished_at,
-            "dataset": {"name": "glyphs", "version": "glyphs-v1-test"},
-            "protocol": protocol.to_dict(), "protocol_hash": protocol_hash or protocol.hash,
-            "loss": {"name": loss}, "search": {"trials_counted": 4, "best_params": {"margin": 0.1},
-                                               "best_value": value},
-            "test": {"reproductions": reps, "summary": summarize(reps)},
-            "environment": {"git_commit": "abc"}}
-
-
 def test_leaderboard_keeps_newest_complete_run_per_loss_and_separates_protocols(tmp_path):
     results = tmp_path / "results"
-    save_record(results, _record("r1", "batch_hard", 0.3, finished_at="2026-01-01T00:00:00"))
-    save_record(results, _record("r2", "batch_hard", 0.4, finished_at="2026-01-02T00:00:00"))
-    save_record(results, _record("r3", "batch_hard", 0.9, finished_at="2026-01-03T00:00:00", status="running"))
-    save_record(results, _record("r4", "none", 0.1))
-    save_record(results, _record("r5", "batch_all", 0.5))
-    save_record(results, _record("r6", "batch_all", 0.7, protocol_hash="f" * 64))
+    save(results, make_record("r1", "batch_hard", 0.3, finished_at="2026-01-01T00:00:00"))
+    save(results, make_record("r2", "batch_hard", 0.4, finished_at="2026-01-02T00:00:00"))
+    save(results, make_record("r3", "batch_hard", 0.9, finished_at="2026-01-03T00:00:00", status="running"))
+    save(results, make_record("r4", "none", 0.1))
+    save(results, make_record("r5", "batch_all", 0.5))
+    save(results, make_record("r6", "batch_all", 0.7, protocol_hash="f" * 64))
     tables = leaderboard_tables(results)
     assert set(tables) == {"glyphs__quick", "glyphs__quick__ffffffffffff"}
     main = tables["glyphs__quick"]
@@ -72,11 +62,11 @@ def test_leaderboard_keeps_newest_complete_run_per_loss_and_separates_protocols(
                             reports / "glyphs__quick.html", reports / "glyphs__quick" / "map_at_r.png"}
     csv = pd.read_csv(results / "leaderboard" / "glyphs__quick.csv")
     assert csv.loc[csv["loss"] == "batch_hard", "concatenated_map_at_r_mean"].item() == pytest.approx(0.4)
-    assert json.loads(csv.loc[0, "best_params"]) == {"margin": 0.1}
+    assert json.loads(csv.loc[1, "best_params"]) == {"margin": 0.1}
 
 
 def test_corrupt_record_is_named(tmp_path):
-    save_record(tmp_path, _record("good", "none", 0.1))
+    save(tmp_path, make_record("good", "none", 0.1))
     bad = tmp_path / "runs" / "bad" / "record.json"
     bad.parent.mkdir(parents=True)
     bad.write_text('{"run_id": "bad", ')
@@ -114,36 +104,34 @@ def test_harness_outputs_do_not_mark_the_code_dirty(tmp_path, monkeypatch):
     assert environment()["git_dirty"] is True
 
 
-def test_completed_run_matches_dataset_protocol_loss_and_source(tmp_path):
-    from harness.benchmark import completed_run
-    from losses import source_sha256
+def test_completed_run_matches_the_whole_run_key(tmp_path):
+    from harness.benchmark import completed_run, loss_section, run_key
 
     quick = load_protocol("quick")
     results = tmp_path / "results"
-    assert completed_run(results, loss_name="batch_hard", dataset="glyphs", protocol=quick) is None
-    record = _record("r1", "batch_hard", 0.3)
-    record["loss"]["source_sha256"] = source_sha256("batch_hard")
-    save_record(results, record)
-    stale = _record("r0", "batch_all", 0.3)
-    stale["loss"]["source_sha256"] = "0" * 64  # an older version of the loss's file
-    save_record(results, stale)
-    save_record(results, _record("r2", "none", 0.1, status="running"))
-    assert completed_run(results, loss_name="batch_hard", dataset="glyphs", protocol=quick) == "r1"
-    assert completed_run(results, loss_name="batch_hard", dataset="cub200", protocol=quick) is None
-    assert completed_run(results, loss_name="batch_hard", dataset="glyphs",
-                         protocol=quick.with_overrides(trials=9, reproductions=None, seed=None)) is None
-    assert completed_run(results, loss_name="batch_all", dataset="glyphs", protocol=quick) is None
-    assert completed_run(results, loss_name="none", dataset="glyphs", protocol=quick) is None
+
+    def key(loss, *, dataset="glyphs", version="glyphs-v1-test", protocol=quick):
+        return run_key(dataset, version, protocol, loss_section(loss))
+
+    assert completed_run(results, key("batch_hard")) is None
+    save(results, make_record("r1", "batch_hard", 0.3))
+    save(results, make_record("r0", "batch_all", 0.3, identity="0" * 64))  # made by older code of the loss
+    save(results, make_record("r2", "none", 0.1, status="running"))
+    assert completed_run(results, key("batch_hard")) == "r1"
+    assert completed_run(results, key("batch_hard", dataset="cub200")) is None
+    assert completed_run(results, key("batch_hard", version="glyphs-v1-other")) is None
+    assert completed_run(results, key("batch_hard", protocol=quick.with_overrides(trials=9, reproductions=None,
+                                                                                 seed=None))) is None
+    assert completed_run(results, key("batch_all")) is None
+    assert completed_run(results, key("none")) is None
 
 
 def test_copies_that_differ_from_the_official_counts_get_tables_of_their_own(tmp_path):
     results = tmp_path / "results"
-    official = _record("r1", "batch_hard", 0.3)
-    official["dataset"] = {"name": "glyphs", "version": "glyphs-v1-aaaaaaaaaaaa", "official": True}
-    other = _record("r2", "batch_hard", 0.5)
-    other["dataset"] = {"name": "glyphs", "version": "glyphs-v1-bbbbbbbbbbbb", "official": False}
-    save_record(results, official)
-    save_record(results, other)
+    official = make_record("r1", "batch_hard", 0.3, dataset_version="glyphs-v1-aaaaaaaaaaaa")
+    other = make_record("r2", "batch_hard", 0.5, dataset_version="glyphs-v1-bbbbbbbbbbbb", official=False)
+    save(results, official)
+    save(results, other)
     tables = leaderboard_tables(results)
     # both runs stand (different versions are different keys), each in its own table
     assert set(tables) == {"glyphs__quick", "glyphs__quick__data-bbbbbbbbbbbb"}
@@ -157,10 +145,8 @@ def test_reality_check_report_shows_the_published_figures_beside_ours(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
     protocol = load_protocol("reality_check", dataset="cub200")
     for run_id, loss in (("r1", "contrastive"), ("r2", "none"), ("r3", "batch_hard")):
-        record = _record(run_id, loss, 0.25, protocol_hash=protocol.hash)
-        record["protocol"] = protocol.to_dict()
-        record["dataset"] = {"name": "cub200", "version": "cub200-0123456789ab", "official": True}
-        save_record(results, record)
+        save(results, make_record(run_id, loss, 0.25, protocol=protocol, dataset="cub200",
+                                  dataset_version="cub200-0123456789ab"))
     write_leaderboards(results, reports)
     report = (reports / "cub200__reality_check.md").read_text()
     published = published_figures("cub200").set_index("loss")
@@ -170,7 +156,7 @@ def test_reality_check_report_shows_the_published_figures_beside_ours(tmp_path):
     assert "| contrastive | harness (reality_check) | 25.00" in report
     assert "batch_hard | published" not in report  # the paper has no batch-hard row
     # glyphs has no published figures: its report has no such section
-    save_record(results, _record("r4", "batch_hard", 0.3))
+    save(results, make_record("r4", "batch_hard", 0.3))
     write_leaderboards(results, reports)
     assert "published" not in (reports / "glyphs__quick.md").read_text()
 
@@ -186,3 +172,57 @@ def test_an_installed_package_reports_no_commit_of_a_repository_around_it(tmp_pa
     monkeypatch.setattr(harness.records, "REPO_ROOT", site_packages)
     env = environment()
     assert env["git_commit"] is None and env["git_dirty"] is None
+
+
+def test_load_record_reads_every_committed_record_and_the_first_schema():
+    """Every record the repository holds, and a schema-1 record (kept from before identities), load as
+    RunRecords of the current schema; a schema-1 record has no identity, so its row is never current."""
+    from harness.records import SCHEMA_VERSION, RunRecord
+    from harness.run_key import RunKey
+
+    repo = Path(__file__).resolve().parents[1]
+    paths = sorted((repo / "results" / "runs").glob("*/record.json"))
+    assert len(paths) >= 25
+    for path in paths:
+        record = load_record(path)
+        assert isinstance(record, RunRecord) and record.schema_version == SCHEMA_VERSION
+        assert record.key.dataset == "glyphs" and record.key.protocol_hash == record.protocol_hash
+    old = load_record(Path(__file__).parent / "fixtures" / "record_schema1.json")
+    assert old.schema_version == SCHEMA_VERSION and old.loss["identity"] is None
+    assert old.loss["source_sha256"]  # kept as it was written
+    assert old.key == RunKey("glyphs", old.dataset["version"], old.protocol_hash, "batch_hard", None)
+
+
+def test_one_writer_round_trips_and_refuses_what_is_not_a_record(tmp_path):
+    record = save(tmp_path, make_record("r1", "batch_hard", 0.3))
+    path = tmp_path / "runs" / "r1" / "record.json"
+    assert json.loads(path.read_text())["schema_version"] == 2
+    assert load_record(path) == record
+    data = json.loads(path.read_text())
+    data["schema_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(HarnessError, match="schema_version 99 is not one this harness reads"):
+        load_record(path)
+    del data["schema_version"], data["test"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(HarnessError, match="not a run record of schema 1: missing test"):
+        load_record(path)
+
+
+def test_rows_of_changed_loss_code_stay_visible_but_not_current(tmp_path):
+    results = tmp_path / "results"
+    save(results, make_record("r1", "batch_hard", 0.3))
+    save(results, make_record("r0", "batch_hard", 0.5, identity="0" * 64, finished_at="2026-01-02T00:00:00"))
+    save(results, make_record("r2", "batch_all", 0.4, identity=None))  # schema 1: identity unknown
+    save(results, make_record("r3", "none", 0.1))
+    table = leaderboard_tables(results)["glyphs__quick"]
+    # the baseline, then the current rows best first, then the stale ones, each with its reason
+    assert list(table["run_id"]) == ["r3", "r1", "r0", "r2"]
+    assert list(table["current"]) == [True, True, False, False]
+    assert "the loss's code changed since (identity 000000000000 in the record" in table.loc[2, "stale_reason"]
+    assert "recorded before loss identities" in table.loc[3, "stale_reason"]
+    reports = tmp_path / "reports"
+    write_leaderboards(results, reports)
+    markdown = (reports / "glyphs__quick.md").read_text()
+    assert "Not current" in markdown and "the loss's code changed since" in markdown
+

@@ -12,11 +12,14 @@ import numpy as np
 import optuna
 import pytest
 from committed_runs import committed_run, copy_committed_runs
+from record_factory import make_record
 
-from harness.leaderboard import leaderboard_tables, newest_complete_runs, write_leaderboards
+from harness.publish import write_leaderboards
+from harness.records import RunRecord, load_record, newest_complete_runs
 from harness.report import write_report
 from harness.report.importance import param_importances
 from harness.report.plots import loss_chart
+from harness.tables import leaderboard_tables
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -25,7 +28,7 @@ def _space(**distributions) -> dict:
     return {name: json.loads(optuna.distributions.distribution_to_json(d)) for name, d in distributions.items()}
 
 
-def _record_with_trials(values_of) -> dict:
+def _record_with_trials(values_of) -> RunRecord:
     """A record whose 24 search trials draw `margin` and `noise` uniformly and score values_of(margin, noise)."""
     rng = np.random.default_rng(0)
     trials = []
@@ -33,10 +36,11 @@ def _record_with_trials(values_of) -> dict:
         margin, noise = float(rng.uniform(0, 1)), float(rng.uniform(0, 1))
         trials.append({"number": number, "state": "COMPLETE", "value": values_of(margin, noise),
                        "params": {"margin": margin, "noise": noise}})
-    return {"loss": {"name": "made", "search_distributions": _space(
-                margin=optuna.distributions.FloatDistribution(0, 1),
-                noise=optuna.distributions.FloatDistribution(0, 1))},
-            "search": {"trials": trials}}
+    record = make_record("r1", "made", search={"trials_counted": 24, "best_params": {}, "best_value": None,
+                                                "trials": trials})
+    record.loss["search_distributions"] = _space(margin=optuna.distributions.FloatDistribution(0, 1),
+                                                 noise=optuna.distributions.FloatDistribution(0, 1))
+    return record
 
 
 def test_the_hyperparameter_that_drives_the_value_is_the_important_one():
@@ -50,20 +54,20 @@ def test_the_hyperparameter_that_drives_the_value_is_the_important_one():
 def test_importances_are_none_where_the_record_cannot_tell():
     record = _record_with_trials(lambda margin, noise: margin)
     without_space = copy.deepcopy(record)
-    del without_space["loss"]["search_distributions"]
+    del without_space.loss["search_distributions"]
     assert param_importances(without_space) is None
     assert param_importances(_record_with_trials(lambda margin, noise: 0.5)) is None  # all trials alike
     one_trial = copy.deepcopy(record)
-    one_trial["search"]["trials"] = one_trial["search"]["trials"][:1]
+    one_trial.search["trials"] = one_trial.search["trials"][:1]
     assert param_importances(one_trial) is None
 
 
 def test_the_loss_chart_of_a_record_without_history_says_not_recorded_and_is_deterministic():
-    record = json.loads((committed_run("circle") / "record.json").read_text())
+    record = load_record(committed_run("circle") / "record.json")
     bare = copy.deepcopy(record)
-    bare["search"]["trials"] = []
-    del bare["loss"]["search_distributions"]
-    for rep in bare["test"]["reproductions"]:
+    bare.search["trials"] = []
+    del bare.loss["search_distributions"]
+    for rep in bare.test["reproductions"]:
         rep["folds"] = []
     full, empty = loss_chart(record), loss_chart(bare)
     assert full.startswith(PNG) and empty.startswith(PNG) and full != empty
@@ -119,7 +123,7 @@ def test_plots_of_runs_that_left_the_table_are_removed(drawn_copy):
 def test_write_report_names_every_file_it_wrote(drawn, tmp_path):
     results, _, _ = drawn
     (frame,) = leaderboard_tables(results).values()
-    by_id = {r["run_id"]: r for r in newest_complete_runs(results).values()}
+    by_id = {r.run_id: r for r in newest_complete_runs(results).values()}
     written = write_report(frame, [by_id[i] for i in frame["run_id"]], tmp_path / "out", "t")
     assert {p.relative_to(tmp_path / "out").as_posix() for p in written} == {
         "t.md", "t.html", "t/map_at_r.png", "t/validation_vs_test.png",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from committed_runs import REPO, copy_committed_runs
 
-from harness.leaderboard import write_leaderboards
+from harness.publish import write_leaderboards
 
 LOSSES = ("none", "circle", "batch_hard", "fastap")
 

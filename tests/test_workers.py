@@ -6,6 +6,7 @@ PostgreSQL tests use the throwaway server of tests/postgres_server.py, never a m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
-import harness.search
+from harness.benchmark import loss_section, run_key
 from harness.data import dataset_version, load_dataset
 from harness.evaluate import units_study_name
 from harness.protocol import load_protocol
@@ -66,6 +67,34 @@ class RaisesWhenLarge(_Base):
 class AlwaysRaises(_Base):
     def forward(self, embeddings, labels):
         raise RuntimeError("this loss is broken")
+
+
+@_declared("finite values, but a NaN gradient on the call before the first validation when the margin is large")
+class NaNGradientBeforeValidation(_Base):
+    calls = 0
+
+    def forward(self, embeddings, labels):
+        self.calls += 1
+        value = (embeddings.pow(2).sum() * self.scale - len(labels)) ** 2
+        if self.margin > 0.5 and self.calls == 6:  # tiny.toml validates at iteration 6
+            # sqrt's derivative at 0 is infinite, times abs's 0 there: NaN, while the value stays finite
+            value = value + (embeddings - embeddings.detach()).abs().sqrt().sum()
+        return value
+
+
+TRAININGS = [0]
+
+
+@_declared("NaN gradients from the fifth training in this process on: the test units of a 1-trial search")
+class NaNFromTheFifthTraining(_Base):
+    def __init__(self, margin=0.5):
+        super().__init__(margin)
+        TRAININGS[0] += 1
+        self.poisoned = TRAININGS[0] >= 5
+
+    def forward(self, embeddings, labels):
+        value = (embeddings.pow(2).sum() * self.scale - len(labels)) ** 2
+        return value + (embeddings - embeddings.detach()).abs().sqrt().sum() if self.poisoned else value
 
 
 @_declared("NaN when the margin is large")
@@ -130,12 +159,17 @@ def _records(tmp_path: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "runs").glob("*/record.json"))]
 
 
+def _key(protocol, loss: str, glyphs_root: Path | None = None, version: str | None = None):
+    """The run key a worker of this protocol and loss makes (the dataset version read from glyphs_root)."""
+    version = version or dataset_version("glyphs", image_size=16, root=glyphs_root)
+    return run_key("glyphs", version, protocol, loss_section(loss))
+
+
 def _queue_margins(storage_url: str, loss: str, protocol, glyphs_root: Path, margins) -> str:
     """Create the loss's study as a worker would, with these margins queued as its first trials."""
-    name = harness.search.study_name("glyphs", protocol, loss)
-    identity = StudyIdentity("glyphs", dataset_version("glyphs", image_size=16, root=glyphs_root), protocol,
-                             loss, harness.search.losses.source_sha256(loss))
-    study = join_study(open_storage(storage_url), name, identity, stage="search")
+    key = _key(protocol, loss, glyphs_root)
+    name = key.study_name
+    study = join_study(open_storage(storage_url), name, StudyIdentity(key, protocol), stage="search")
     for margin in margins:
         study.enqueue_trial({"margin": margin})
     return name
@@ -158,8 +192,7 @@ def test_three_workers_on_postgres_run_exactly_the_protocols_trials(tmp_path, gl
     assert [code for code, _, _ in ended] == [0, 0, 0], [err for _, _, err in ended]
 
     protocol = _protocol(trials, 1)
-    study = optuna.load_study(study_name=harness.search.study_name("glyphs", protocol, "batch_hard"),
-                              storage=postgres_url)
+    study = optuna.load_study(study_name=_key(protocol, "batch_hard", glyphs_root).study_name, storage=postgres_url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == trials and len(study.trials) == trials
     assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == trials  # no parameter set twice
@@ -182,7 +215,7 @@ def test_a_worker_killed_mid_fold_leaves_its_trial_to_another(tmp_path, glyphs_r
     trials = 3
     command = _command("worker", "batch_hard", tmp_path, glyphs_root, "--trials", str(trials), "--reps", "1",
                        "--storage", postgres_url, "--heartbeat", "1")
-    name = harness.search.study_name("glyphs", _protocol(trials, 1), "batch_hard")
+    name = _key(_protocol(trials, 1), "batch_hard", glyphs_root).study_name
     first = _start(command, tmp_path)
 
     def second_trial_has_a_fold():
@@ -236,8 +269,7 @@ def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, gl
                        "--jobs", "2")
     storage = f"sqlite:///{interrupted_dir / 'results' / 'studies.db'}"
     protocol = _protocol(trials=1, reps=3)
-    search = harness.search.study_name("glyphs", protocol, "batch_hard")
-    test_name = units_study_name("glyphs", protocol, "batch_hard", search)
+    test_name = units_study_name(_key(protocol, "batch_hard", glyphs_root))
     first = _start(command, interrupted_dir)
 
     def some_units_done():
@@ -253,7 +285,7 @@ def test_a_run_killed_in_the_test_stage_resumes_to_the_same_figures(tmp_path, gl
     assert 3 <= len(before) < 12 and not _records(interrupted_dir)
     record_command = ["record" if part == "benchmark" else part for part in command]
     unfinished = _run(record_command, interrupted_dir)  # trains nothing, so it cannot write the record yet
-    assert unfinished.returncode == 2 and "of 12 test units of batch_hard are done" in _one_line(unfinished.stderr)
+    assert unfinished.returncode == 1 and "of 12 test units of batch_hard are done" in _one_line(unfinished.stderr)
 
     done = _run(command, interrupted_dir)
     assert done.returncode == 0, done.stderr
@@ -291,9 +323,38 @@ def test_several_workers_on_a_journal_file_and_a_nan_trial(tmp_path, glyphs_root
     assert record["search"]["best_params"]["margin"] in (0.1, 0.2, 0.3)
 
 
+def test_a_network_made_nan_before_a_validation_step_fails_that_trial_alone(tmp_path, glyphs_root, bad_losses):
+    """The issue's case: the loss stays finite, its gradient is NaN on one call, the step after it would make the
+    weights NaN right before a validation. That trial fails for good with its reason; the study completes its
+    trial count, and the run exits 0 with a record (it used to exit 2 as if the input were bad, and loop)."""
+    loss = f"{bad_losses}:NaNGradientBeforeValidation"
+    storage_url = f"sqlite:///{tmp_path / 'results' / 'studies.db'}"
+    name = _queue_margins(storage_url, loss, _protocol(trials=3, reps=1), glyphs_root, (0.9, 0.1, 0.2))
+    done = _run(_command("benchmark", loss, tmp_path, glyphs_root, "--trials", "3", "--reps", "1"), tmp_path)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    states = {t.params["margin"]: (t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials}
+    print("trial states:", states)
+    assert states[0.1][0] == states[0.2][0] == "COMPLETE" and states[0.9][0] == "FAIL"
+    assert "gave non-finite gradients at iteration 6" in states[0.9][1] and "fold 0" in states[0.9][1]
+    (record,) = _records(tmp_path)
+    assert record["search"]["trials_counted"] == 3 and record["search"]["best_params"]["margin"] in (0.1, 0.2)
+    assert "harness: error" not in done.stderr
+
+
+def test_a_test_unit_that_goes_non_finite_is_named_and_is_not_bad_input(tmp_path, glyphs_root, bad_losses):
+    done = _run(_command("benchmark", f"{bad_losses}:NaNFromTheFifthTraining", tmp_path, glyphs_root,
+                         "--trials", "1", "--reps", "1"), tmp_path)
+    assert done.returncode == 1, done.stderr
+    line = _one_line(done.stderr)
+    assert line.startswith("harness: run failed: ") and "test unit (reproduction 0, fold 0) failed" in line, line
+    assert "non-finite gradients" in line
+    assert not (tmp_path / "results" / "runs").exists()
+
+
 def test_sqlite_takes_one_worker_and_says_what_to_use(tmp_path, glyphs_root):
     storage = open_storage(f"sqlite:///{tmp_path / 'results' / 'studies.db'}")
-    name = harness.search.study_name("glyphs", _protocol(), "batch_hard")
+    name = _key(_protocol(), "batch_hard", glyphs_root).study_name
     with storage.sole_worker(name):  # as if another benchmark of this loss were running
         done = _run(_command("worker", "batch_hard", tmp_path, glyphs_root), tmp_path)
     assert done.returncode == 2
@@ -317,29 +378,28 @@ def test_a_database_it_cannot_reach_is_one_line_and_nothing_is_written(tmp_path,
     assert not (tmp_path / "results").exists() and not (tmp_path / "reports").exists()
 
 
-@pytest.mark.parametrize("difference", ["protocol", "dataset version", "loss source"])
+@pytest.mark.parametrize("difference", ["protocol", "dataset version", "loss identity"])
 def test_a_worker_that_differs_from_the_study_is_refused(tmp_path, glyphs_root, difference):
     storage_url = f"journal:{tmp_path / 'results' / 'studies.journal'}"
     protocol = _protocol()
-    version = dataset_version("glyphs", image_size=16, root=glyphs_root)
-    source = harness.search.losses.source_sha256("batch_hard")
-    name = harness.search.study_name("glyphs", protocol, "batch_hard")
+    key = _key(protocol, "batch_hard", glyphs_root)
+    name = key.study_name
     if difference == "protocol":  # an unfinished study of the same protocol name with 3 trials
         there = _protocol(trials=3)
-        name, identity = harness.search.study_name("glyphs", there, "batch_hard"), StudyIdentity(
-            "glyphs", version, there, "batch_hard", source)
+        key = _key(there, "batch_hard", glyphs_root)
+        name, identity = key.study_name, StudyIdentity(key, there)
     elif difference == "dataset version":
-        identity = StudyIdentity("glyphs", "glyphs-0123456789ab", protocol, "batch_hard", source)
+        identity = StudyIdentity(_key(protocol, "batch_hard", version="glyphs-0123456789ab"), protocol)
     else:
-        name = name.rsplit("-", 1)[0] + "-" + "0" * 12
-        identity = StudyIdentity("glyphs", version, protocol, "batch_hard", "0" * 64)
+        key = dataclasses.replace(key, loss_identity="0" * 64)
+        name, identity = key.study_name, StudyIdentity(key, protocol)
     join_study(open_storage(storage_url), name, identity, stage="search")
 
     done = _run(_command("worker", "batch_hard", tmp_path, glyphs_root, "--storage", storage_url), tmp_path)
     assert done.returncode == 2
     line = _one_line(done.stderr)
     expected = {"protocol": "search.trials = 3 there, 2 here", "dataset version": "glyphs-0123456789ab there",
-                "loss source": "loss source sha256 000000000000 there"}[difference]
+                "loss identity": "loss identity 000000000000 there"}[difference]
     assert line.startswith("harness: error: refusing to join") and expected in line, line
 
 
@@ -368,9 +428,9 @@ def test_a_loss_that_raises_fails_its_trial_and_the_study_goes_on(tmp_path, glyp
 def test_a_loss_whose_every_trial_raises_alike_stops_the_run(tmp_path, glyphs_root, bad_losses):
     done = _run(_command("benchmark", f"{bad_losses}:AlwaysRaises", tmp_path, glyphs_root, "--trials", "5"),
                 tmp_path)
-    assert done.returncode == 2
+    assert done.returncode == 1  # not the input's fault: the loss's own
     line = done.stderr.strip().splitlines()[-1]
-    assert line.startswith("harness: error: loss ") and "every trial so far (2) failed with the same error" in line
+    assert line.startswith("harness: run failed: loss ") and "every trial so far (2) failed with the same error" in line
     assert line.endswith("RuntimeError: this loss is broken")
     assert not (tmp_path / "results" / "runs").exists()
 

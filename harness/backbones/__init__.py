@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import timm
-import torch
 from torch import nn
 
 from harness.backbones import bn_inception as _bn_inception_module
+from harness.backbones import weights
 from harness.backbones.bn_inception import bn_inception  # the function now shadows the submodule's name here
+from harness.backbones.weights import one_line
 from harness.errors import HarnessError
 
 __all__ = ["available_backbones", "bn_inception", "check_backbone_name", "create_backbone", "fit_state_dict",
@@ -24,14 +25,6 @@ __all__ = ["available_backbones", "bn_inception", "check_backbone_name", "create
 
 # The harness's own backbones; they take precedence over timm models of the same name.
 _LOCAL = ("bn_inception",)
-
-
-def _one_line(error: BaseException) -> str:
-    """The first non-empty line of an error, so the CLI's one-line report stays one line."""
-    for line in str(error).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(error).__name__
 
 
 def available_backbones() -> list[str]:
@@ -67,7 +60,7 @@ def create_backbone(name: str, *, pretrained: bool, weights: str | Path | None, 
         model = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans)
     except (RuntimeError, OSError) as error:
         raise HarnessError(f"cannot build backbone '{name}' (pretrained={pretrained}): "
-                           f"{_one_line(error)}") from error
+                           f"{one_line(error)}") from error
     if weights is not None:
         load_weights(model, weights, backbone=name)
     return model
@@ -87,54 +80,15 @@ def _classifier_prefixes(module: nn.Module, backbone: str) -> tuple[str, ...]:
     return (classifier,) if isinstance(classifier, str) else tuple(classifier)
 
 
-def _shape(tensor: torch.Tensor) -> list[int]:
-    return list(tensor.shape)
-
-
 def fit_state_dict(module: nn.Module, state: object, *, source: str, backbone: str) -> None:
-    """Load `state` into `module` only if it fits exactly, up to the removed classifier's keys.
-
-    The first problem is named in a stable order (missing keys in the model's order, then unexpected keys
-    in the file's order, then shape mismatches in the model's order), with the counts of all three.
-    `num_batches_tracked` may be absent: files saved before PyTorch 0.4.1 (such as the ImageNet
-    BN-Inception) have none, and it only counts steps.
-    """
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                 for k, v in state.items()):
-        raise HarnessError(f"{source} is not a state dict (a mapping of parameter names to tensors)")
-    expected = module.state_dict()
-    prefixes = _classifier_prefixes(module, backbone)
-
-    def removed_classifier(key: str) -> bool:
-        return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected and not removed_classifier(k)]
-    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    counts = (f"({len(missing)} keys missing, {len(unexpected)} unexpected, "
-              f"{len(mismatched)} shape mismatches)")
-    prefix = f"{source} do not fit backbone {backbone}:"
-    if missing:
-        raise HarnessError(f"{prefix} key '{missing[0]}' is missing from the file {counts}")
-    if unexpected:
-        raise HarnessError(f"{prefix} key '{unexpected[0]}' in the file is not in the model {counts}")
-    if mismatched:
-        key = mismatched[0]
-        raise HarnessError(f"{prefix} '{key}' has shape {_shape(state[key])} in the file but "
-                           f"{_shape(expected[key])} in the model {counts}")
-    fitted = {k: state.get(k, expected[k]) for k in expected}  # a missing step counter keeps the model's
-    module.load_state_dict(fitted, strict=True)
+    """`weights.fit_state_dict` with the classifier keys of `backbone` allowed in the file."""
+    weights.fit_state_dict(module, state, source=source, backbone=backbone,
+                           classifier_prefixes=_classifier_prefixes(module, backbone))
 
 
 def load_weights(module: nn.Module, path: str | Path, *, backbone: str) -> None:
-    """Load a local state dict file into `module` (see `fit_state_dict` for what must match)."""
-    path = Path(path).expanduser()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # missing file, not a torch file, pickled objects: all "does not load"
-        raise HarnessError(f"weights file {path} does not load: {type(error).__name__}: "
-                           f"{_one_line(error)}") from error
-    fit_state_dict(module, state, source=f"weights {path}", backbone=backbone)
+    """`weights.load_weights` with the classifier keys of `backbone` allowed in the file."""
+    weights.load_weights(module, path, backbone=backbone, classifier_prefixes=_classifier_prefixes(module, backbone))
 
 
 def weight_metadata(name: str, pretrained: bool) -> dict | None:

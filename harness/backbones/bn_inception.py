@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.backbones.weights import fit_state_dict, load_weights
 from harness.errors import HarnessError
 
 __all__ = ["IMAGENET_WEIGHTS", "BNInception", "PretrainedWeights", "bn_inception", "input_side_fits"]
@@ -186,8 +187,6 @@ def bn_inception(weights: None | str | Path = None) -> BNInception:
     it against the sha256 prefix in its file name. A local file must use the port's key names; its
     `last_linear.*` keys, if any, are ignored.
     """
-    from harness.backbones import fit_state_dict, load_weights  # the package's loader; it imports us
-
     model = BNInception()
     if weights is None:
         return model
@@ -200,7 +199,8 @@ def bn_inception(weights: None | str | Path = None) -> BNInception:
             reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
             raise HarnessError(f"cannot fetch the BN-Inception ImageNet weights from {spec.url}: "
                                f"{reason.strip()}") from error
-        fit_state_dict(model, state, source=f"weights {spec.url}", backbone="bn_inception")
+        fit_state_dict(model, state, source=f"weights {spec.url}", backbone="bn_inception",
+                       classifier_prefixes=(CLASSIFIER_PREFIX,))
         return model
-    load_weights(model, weights, backbone="bn_inception")
+    load_weights(model, weights, backbone="bn_inception", classifier_prefixes=(CLASSIFIER_PREFIX,))
     return model

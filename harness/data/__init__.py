@@ -18,14 +18,11 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from harness.dataset_names import EMBEDDED, IMAGE_DATASETS, available_datasets
 from harness.errors import HarnessError
 
 __all__ = ["ImageSet", "available_datasets", "check_dataset_name", "dataset_label", "default_data_root",
            "list_images", "load_dataset", "dataset_version", "describe_datasets", "fetch_dataset", "IMAGE_DATASETS"]
-
-EMBEDDED = "glyphs"
-IMAGE_DATASETS = ("cub200", "cars196", "sop", "inshop")
-
 
 @dataclass(frozen=True)
 class ImageSet:
@@ -77,10 +74,6 @@ def _module(name: str) -> ModuleType:
     import importlib
 
     return importlib.import_module(f"harness.data.{name}")
-
-
-def available_datasets() -> list[str]:
-    return sorted([EMBEDDED, *IMAGE_DATASETS])
 
 
 def _is_path(name: str) -> bool:

@@ -16,7 +16,8 @@ from harness.baseline import BASELINE
 from harness.evaluate import METRICS, MODES
 
 __all__ = ["METRIC_TITLES", "FIGURE_COLUMNS", "SIGNIFICANCE_NOTE", "COLLAPSE_NOTE", "TABLE_NOTE", "cell",
-           "has_significance", "shown_params", "row_labels", "tie_groups", "Published", "published", "collapsed"]
+           "has_significance", "shown_params", "row_labels", "tie_groups", "Published", "published", "collapsed",
+           "STALE_NOTE", "is_current", "stale_rows"]
 
 METRIC_TITLES = {"precision_at_1": "P@1", "r_precision": "R-Prec", "map_at_r": "MAP@R"}
 # (column stem, header) of the six test figures, in table order
@@ -35,6 +36,10 @@ SIGNIFICANCE_NOTE = (
     "second opinion: with 3 reproductions it has almost no power, which is why the test queries carry the "
     "test. rank = 1 + the number of losses significantly better (all pairs, Holm-corrected together). "
     "Rows marked — have no per-query figures (recorded before they were kept).")
+STALE_NOTE = (
+    "Not current: these rows were made by other code than the loss's as it stands (its identity, the hash of "
+    "the code it runs, differs), so they are kept for reference below the others, take no part in ranks and "
+    "ties, and a rerun (make zoo skips only current rows) replaces them:")
 COLLAPSE_NOTE = (
     "Collapsed trainings (embeddings within 1e-3 of one point, or the batch-hard yardstick stuck at its "
     "margin; the trials keep their scores):")
@@ -57,11 +62,23 @@ def shown_params(best_params: str) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "—"
 
 
+def is_current(row: pd.Series) -> bool:
+    """Whether the row was made by the loss's code as it stands (tables without the column: yes)."""
+    return bool(row.get("current", True))
+
+
 def row_labels(frame: pd.DataFrame) -> list[str]:
-    """Each row's loss name; the same loss with a changed source (two rows) gets its source hash."""
+    """Each row's loss name; the same loss made by other code (two rows) gets its identity, and a row
+    that is not current says so."""
     repeated = set(frame["loss"][frame["loss"].duplicated()])
-    return [row["loss"] + (f" (src {str(row.get('loss_source_sha256'))[:8]})" if row["loss"] in repeated else "")
-            for _, row in frame.iterrows()]
+    return [row["loss"] + (f" (id {str(row.get('loss_identity'))[:8]})" if row["loss"] in repeated else "")
+            + ("" if is_current(row) else " (not current)") for _, row in frame.iterrows()]
+
+
+def stale_rows(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(label, why) of every row that is not current (harness.tables.Currency), in table order."""
+    return [(label, str(row["stale_reason"])) for label, (_, row) in zip(row_labels(frame), frame.iterrows(),
+                                                                        strict=True) if not is_current(row)]
 
 
 def tie_groups(frame: pd.DataFrame) -> dict[str, list[str]] | None:

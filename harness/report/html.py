@@ -20,13 +20,16 @@ from harness.report.content import (
     COLLAPSE_NOTE,
     FIGURE_COLUMNS,
     SIGNIFICANCE_NOTE,
+    STALE_NOTE,
     TABLE_NOTE,
     cell,
     collapsed,
     has_significance,
+    is_current,
     published,
     row_labels,
     shown_params,
+    stale_rows,
     tie_groups,
 )
 
@@ -45,6 +48,7 @@ thead th { position: sticky; top: 0; background: #f6f6f6; }
 th button { font: inherit; font-weight: 600; border: 0; background: none; cursor: pointer; padding: 0; }
 th[aria-sort="ascending"] button::after { content: " ▲"; } th[aria-sort="descending"] button::after { content: " ▼"; }
 tr.tied td { font-weight: 700; } tbody.baseline td { color: #666; font-style: italic; }
+tbody.stale td { color: #999; }
 .note { color: #555; max-width: 75em; } figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
 .wide { overflow-x: auto; }
 figcaption { color: #555; font-size: 13px; max-width: 75em; }
@@ -102,7 +106,7 @@ def _table(frame: pd.DataFrame) -> str:
     heads += ["val. MAP@R"] + (["Δ con. MAP@R vs best [95% CI]", "p vs best"] if significance else [])
     heads += ["trials", "reps", "best hyperparameters", "collapsed (trials / test units)"]
     head = "".join(f'<th scope="col"><button type="button">{html.escape(h)}</button></th>' for h in heads)
-    bodies: dict[bool, list[str]] = {False: [], True: []}
+    bodies: dict[str, list[str]] = {"": [], "stale": [], "baseline": []}
     for label, (_, row) in zip(row_labels(frame), frame.iterrows(), strict=True):
         cells = [_td(f'<a href="#{loss_anchor(row["loss"])}">{html.escape(label)}</a>', label)]
         if significance:
@@ -127,12 +131,22 @@ def _table(frame: pd.DataFrame) -> str:
         else:
             cells.append(_td("—"))
         tied = ' class="tied"' if significance and row["tied_with_best"] is True else ""
-        bodies[row["loss"] == BASELINE].append(f"<tr{tied}>{''.join(cells)}</tr>")
+        body = "baseline" if row["loss"] == BASELINE else "" if is_current(row) else "stale"
+        bodies[body].append(f"<tr{tied}>{''.join(cells)}</tr>")
     parts = [f'<div class="wide"><table class="sortable" id="leaderboard"><thead><tr>{head}</tr></thead>',
-             f"<tbody>{''.join(bodies[False])}</tbody>"]
-    if bodies[True]:
-        parts.append(f'<tbody class="baseline">{"".join(bodies[True])}</tbody>')
+             f"<tbody>{''.join(bodies[''])}</tbody>"]
+    for body in ("baseline", "stale"):  # below the sorted rows, each in a body of its own
+        if bodies[body]:
+            parts.append(f'<tbody class="{body}">{"".join(bodies[body])}</tbody>')
     return "".join(parts) + "</table></div>"
+
+
+def _stale(frame: pd.DataFrame) -> list[str]:
+    found = stale_rows(frame)
+    if not found:
+        return []
+    items = "".join(f"<li>{html.escape(label)}: {html.escape(why)}</li>" for label, why in found)
+    return ['<h2 id="stale">Not current</h2>', f'<p class="note">{html.escape(STALE_NOTE)}</p>', f"<ul>{items}</ul>"]
 
 
 def _ties(frame: pd.DataFrame) -> list[str]:
@@ -214,7 +228,7 @@ def html_page(frame: pd.DataFrame, records: list[RunRecord], table_plots: dict[s
             _table(frame)]
     if has_significance(frame):
         body.append(f'<p class="note">{html.escape(SIGNIFICANCE_NOTE)}</p>')
-    body += _ties(frame)
+    body += _ties(frame) + _stale(frame)
     body.append('<h2 id="plots">Test MAP@R</h2>')
     body += [_figure(png, name, caption, name) for name, (png, caption) in table_plots.items()]
     body += _published(frame) + _collapsed(frame) + _loss_sections(frame, records, loss_plots, cites)

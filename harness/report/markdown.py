@@ -9,6 +9,7 @@ from harness.report.content import (
     FIGURE_COLUMNS,
     METRIC_TITLES,
     SIGNIFICANCE_NOTE,
+    STALE_NOTE,
     TABLE_NOTE,
     cell,
     collapsed,
@@ -16,9 +17,11 @@ from harness.report.content import (
     published,
     row_labels,
     shown_params,
+    stale_rows,
 )
 
-__all__ = ["METRIC_TITLES", "format_table", "format_collapsed", "format_published", "format_cites", "markdown_page"]
+__all__ = ["METRIC_TITLES", "format_table", "format_stale", "format_collapsed", "format_published", "format_cites",
+           "markdown_page"]
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -55,6 +58,14 @@ def format_collapsed(frame: pd.DataFrame) -> str | None:
     return COLLAPSE_NOTE + "\n\n" + ("\n".join(lines) if lines else "- none")
 
 
+def format_stale(frame: pd.DataFrame) -> str | None:
+    """The rows that are not current, each with why; None where every row is current."""
+    found = stale_rows(frame)
+    if not found:
+        return None
+    return "## Not current\n\n" + STALE_NOTE + "\n\n" + "\n".join(f"- {label}: {why}" for label, why in found)
+
+
 def format_published(frame: pd.DataFrame) -> str | None:
     """Our row and the paper's, one under the other (harness.report.content.published)."""
     found = published(frame)
@@ -87,7 +98,8 @@ def markdown_page(frame: pd.DataFrame, plots: dict[str, str], loss_plots: dict[s
         [row["loss"], f"`{row['run_id']}`", f"[plot]({loss_plots[row['run_id']]})" if row["run_id"] in loss_plots
          else "—"] for _, row in frame.iterrows()])
     page += [""] + [f"![{title}]({path})" for title, path in plots.items()] + [""]
-    for section in (format_collapsed(frame), format_published(frame), cites and format_cites(cites)):
+    for section in (format_stale(frame), format_collapsed(frame), format_published(frame),
+                    cites and format_cites(cites)):
         if section:
             page += [section, ""]
     return "\n".join(page)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness.baseline import BASELINE
 from harness.diagnostics import YARDSTICK_MARGIN
 from harness.report.importance import completed_trials, param_importances
 
@@ -54,7 +55,7 @@ def map_at_r_chart(frame: pd.DataFrame) -> bytes:
     for label, is_tied in zip(ax.get_yticklabels(), tied, strict=True):
         if is_tied is True:
             label.set_fontweight("bold")
-    trained = frame[frame["loss"] != "none"]
+    trained = frame[frame["loss"] != BASELINE]
     if len(trained):
         ax.axvline(100 * trained["concatenated_map_at_r_mean"].max(), color="0.3", linestyle=":", linewidth=1,
                    label="best con.")
@@ -73,7 +74,7 @@ def validation_vs_test_chart(frame: pd.DataFrame) -> bytes:
     changes from one axis to the other (Spearman's rho in the title)."""
     from scipy.stats import spearmanr
 
-    rows = frame[(frame["loss"] != "none") & frame["best_val_map_at_r"].notna()]
+    rows = frame[(frame["loss"] != BASELINE) & frame["best_val_map_at_r"].notna()]
     fig = Figure(figsize=(6.5, 5), layout="constrained")
     ax = fig.add_subplot()
     x = 100 * rows["best_val_map_at_r"].to_numpy(dtype=float)

@@ -24,8 +24,8 @@ __all__ = ["FAIL_REASON", "FAIL_ERROR", "MAX_REQUEUES", "WORKER", "counts", "tak
 
 FAIL_REASON = "fail_reason"  # user attribute of a trial that failed for a reason of its own: it used its budget
 FAIL_ERROR = "fail_error"  # the exception type and message alone, to tell one repeated error from many
-# A trial queued again this many times (interrupted, or its worker died, each time) fails for good when
-# taken once more: an interruption that comes back every time (a crash the trial itself causes, a
+# A trial queued again more than this many times (interrupted, or its worker died, each time) fails for
+# good when taken once more: an interruption that comes back every time (a crash the trial itself causes, a
 # worker killed for memory) is the trial's own failure, and must not loop.
 MAX_REQUEUES = 3
 
@@ -58,14 +58,15 @@ def take_trial(storage: Storage, study: optuna.Study, *, budget: int | None) -> 
 
 
 def _requeued_too_often(study: optuna.Study, trial: optuna.Trial) -> bool:
-    """Fail `trial` for good if it has been queued again MAX_REQUEUES times already; True if so."""
+    """Fail `trial` for good if it has been queued again more than MAX_REQUEUES times; True if so."""
     history = study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history", [])
-    if len(history) < MAX_REQUEUES:
+    if len(history) <= MAX_REQUEUES:
         return False
-    reason = (f"queued again {len(history)} times (trials {', '.join(map(str, history))}), each time interrupted "
-              "or its worker gone; failed for good so that it cannot loop")
+    reason = (f"queued again {len(history)} times (more than {MAX_REQUEUES}; earlier attempts: trials "
+              f"{', '.join(map(str, history))}), each time interrupted or its worker gone; failed for good so that "
+              "it cannot loop")
     trial.set_user_attr(FAIL_REASON, reason)
-    trial.set_user_attr(FAIL_ERROR, f"requeued {MAX_REQUEUES} times")
+    trial.set_user_attr(FAIL_ERROR, f"queued again more than {MAX_REQUEUES} times")
     study.tell(trial, state=TrialState.FAIL)
     return True
 

@@ -30,20 +30,13 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.errors import HarnessError
+from harness.redact import redact
 
 __all__ = ["Storage", "open_storage", "redact", "retry_callback", "worker_identity", "WORKER", "MULTI_WORKER_HINT"]
 
 JOURNAL_PREFIX = "journal:"
 MULTI_WORKER_HINT = ("for several workers on one machine use --storage journal:results/studies.journal, "
                      "across machines --storage postgresql://USER@HOST/DATABASE")
-_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*):(?P<password>[^@\s]*)@", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """`text` with the password of every URL in it replaced by ***."""
-    return _PASSWORD.sub(lambda m: f"{m['head']}:***@", str(text))
-
-
 WORKER = "worker"  # user attribute: host and pid of the process running the trial
 
 
