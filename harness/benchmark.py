@@ -183,6 +183,7 @@ def prepare_run(*, loss_name: str, dataset: str, protocol: Protocol, results_dir
     data = load_dataset(dataset, image_size=protocol.images.image_size, resize=protocol.images.resize,
                         root=data_root, progress=progress)
     split = class_disjoint_split(data.num_classes, protocol.search.folds, trainval_classes=data.trainval_classes)
+    split = split.evaluated(protocol.budget.eval_classes)  # what validation and test score (all, unless a check)
     trainval = data.subset(split.trainval)
     _check_data_fits(trainval, split, protocol)
     store = open_storage(storage or default_storage(Path(results_dir)), heartbeat_seconds=heartbeat_seconds)

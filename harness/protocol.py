@@ -117,6 +117,10 @@ class BudgetSettings:
     # if set, stop instead when the best validation is more than this many iterations old (the
     # reality-check code's rule, `epoch - best_epoch > patience`, with patience in epochs)
     patience_iterations: int = field(default=0, metadata=ADDED)
+    # if set, validation and test score only the first this-many classes of each validation window and of
+    # the test half (training is unchanged): for checks such as `smoke`, whose cost must not grow with the
+    # test half; figures to report always score every class (0)
+    eval_classes: int = field(default=0, metadata=ADDED)
 
 
 @dataclass(frozen=True)
@@ -317,6 +321,8 @@ def _validate(p: Protocol, source: str) -> None:
         (0 < p.budget.validation_interval <= p.budget.max_iterations,
          "budget.validation_interval must be in [1, max_iterations]"),
         (p.budget.patience >= 1, "budget.patience must be at least 1"),
+        (p.budget.eval_classes == 0 or p.budget.eval_classes >= 2,
+         "budget.eval_classes must be 0 (every class) or at least 2"),
         (p.search.folds >= 2, "search.folds must be at least 2"),
         (p.search.trials >= 1, "search.trials must be at least 1"),
         (p.search.reproductions >= 1, "search.reproductions must be at least 1"),

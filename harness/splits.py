@@ -32,6 +32,14 @@ class Split:
     test: tuple[int, ...]
     folds: tuple[Fold, ...]
 
+    def evaluated(self, classes: int) -> Split:
+        """The split with each validation window and the test half cut to their first `classes` classes
+        (0: unchanged); training classes stay as they are (a protocol's budget.eval_classes)."""
+        if not classes:
+            return self
+        folds = tuple(Fold(fold.train, tuple(sorted(fold.val)[:classes])) for fold in self.folds)
+        return Split(self.trainval, tuple(sorted(self.test)[:classes]), folds)
+
     def as_dict(self, class_names: tuple[str, ...] | None = None) -> dict:
         """The JSON form `harness splits` prints; classes as sorted positions, and with
         `class_names` each position's class name or id, in position order."""

@@ -64,3 +64,28 @@ def test_json_form_lists_sorted_positions():
     assert set(data) == {"test", "folds"}
     assert data["folds"][0]["val"] == list(range(75, 100))
     assert data["folds"][1]["train"] == list(range(25, 100))
+
+
+def test_eval_classes_cut_what_validation_and_test_score_and_leave_training_alone():
+    split = class_disjoint_split(200)
+    cut = split.evaluated(8)
+    assert cut.trainval == split.trainval and len(cut.test) == 8 and cut.test == tuple(sorted(split.test)[:8])
+    for fold, whole in zip(cut.folds, split.folds, strict=True):
+        assert fold.train == whole.train and fold.val == tuple(sorted(whole.val)[:8])
+        assert not set(fold.val) & set(fold.train)  # still class-disjoint
+    assert split.evaluated(0) is split
+
+
+def test_a_protocol_with_eval_classes_scores_that_many_test_classes(tmp_path, tiny_protocol, data_root):
+    import dataclasses
+
+    from harness.benchmark import run_benchmark
+    from harness.protocol import load_protocol
+
+    protocol = dataclasses.replace(tiny_protocol, budget=dataclasses.replace(tiny_protocol.budget, eval_classes=6),
+                                   search=dataclasses.replace(tiny_protocol.search, trials=1, reproductions=1))
+    assert protocol.hash != tiny_protocol.hash and load_protocol("smoke").budget.eval_classes == 32
+    record, _ = run_benchmark(loss_name="none", dataset="glyphs", protocol=protocol, results_dir=tmp_path / "r",
+                              reports_dir=tmp_path / "p", data_root=data_root, progress=False)
+    assert record.dataset["test_classes"] == 6 and len(record.split["test"]) == 6
+    assert record.test["reproductions"][0]["concatenated"]["precision_at_1"] >= 0
