@@ -144,7 +144,8 @@ def completed_run(results_dir: Path, key: RunKey) -> str | None:
 
 @dataclass
 class RunContext:
-    """What the stages of one run share: made by `prepare`, filled in by `search` and `test`."""
+    """What the stages of one run share: made by `prepare_run`, given its pool of jobs by `run_benchmark`,
+    filled in by `search_stage`."""
 
     key: RunKey
     protocol: Protocol
@@ -156,7 +157,7 @@ class RunContext:
     results_dir: Path
     reports_dir: Path
     environment: dict
-    jobs: Jobs
+    jobs: Jobs | None = None
     progress: bool = True
     take_work: bool = True
     poll_seconds: float | None = None
@@ -164,17 +165,13 @@ class RunContext:
     search_study: str | None = None
 
     @property
-    def trained_loss(self) -> str | None:
-        """The loss the test units train, None for the untrained baseline."""
-        return None if is_baseline(self.key.loss) else self.key.loss
-
-    @property
     def test_study(self) -> str:
         return units_study_name(self.key)
 
 
 def prepare_run(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,
-            storage: str | None, data_root: Path | None, progress: bool, heartbeat_seconds: int) -> dict:
+                storage: str | None, data_root: Path | None, progress: bool, heartbeat_seconds: int,
+                take_work: bool = True, poll_seconds: float | None = None) -> RunContext:
     """Every check before anything is written: names, the data (listed and decoded), the split against the
     batch, the network (one batch through it); then the run's key and the storage."""
     check_inputs(loss_name, dataset, protocol)
@@ -187,9 +184,10 @@ def prepare_run(*, loss_name: str, dataset: str, protocol: Protocol, results_dir
     trainval = data.subset(split.trainval)
     _check_data_fits(trainval, split, protocol)
     store = open_storage(storage or default_storage(Path(results_dir)), heartbeat_seconds=heartbeat_seconds)
-    return {"key": run_key(dataset_label(dataset), data.version, protocol, loss), "protocol": protocol,
-            "loss": loss, "data": data, "split": split, "trainval": trainval, "store": store,
-            "results_dir": Path(results_dir), "reports_dir": Path(reports_dir), "environment": env}
+    return RunContext(key=run_key(dataset_label(dataset), data.version, protocol, loss), protocol=protocol, loss=loss,
+                      data=data, split=split, trainval=trainval, store=store, results_dir=Path(results_dir),
+                      reports_dir=Path(reports_dir), environment=env, progress=progress, take_work=take_work,
+                      poll_seconds=poll_seconds)
 
 
 def search_stage(ctx: RunContext) -> None:
@@ -211,7 +209,7 @@ def test_stage(ctx: RunContext) -> optuna.Study:
     queue_units(ctx.store, test_study, ctx.protocol, ctx.split, ctx.search["best_params"])
     if ctx.take_work:
         # the test half is materialised only now, after the search has finished
-        run_test_units(ctx.trainval, ctx.data.subset(ctx.split.test), ctx.split, ctx.protocol, ctx.trained_loss,
+        run_test_units(ctx.trainval, ctx.data.subset(ctx.split.test), ctx.split, ctx.protocol, ctx.key.loss,
                        ctx.search["best_params"], storage=ctx.store, study=test_study,
                        directory=units_dir(ctx.results_dir, ctx.test_study), progress=ctx.progress,
                        poll_seconds=ctx.poll_seconds, jobs=ctx.jobs)
@@ -267,12 +265,10 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
     `jobs` trainings run side by side (a trial's folds, the test units), each on fixed threads, so the
     figures are the same for any number.
     """
-    prepared = prepare_run(loss_name=loss_name, dataset=dataset, protocol=protocol, results_dir=results_dir,
-                       reports_dir=reports_dir, storage=storage, data_root=data_root, progress=progress,
-                       heartbeat_seconds=heartbeat_seconds)
-    store = prepared["store"]
-    with store.sole_worker(prepared["key"].study_name), Jobs(jobs) as pool:
-        ctx = RunContext(**prepared, jobs=pool, progress=progress, take_work=take_work, poll_seconds=poll_seconds)
+    ctx = prepare_run(loss_name=loss_name, dataset=dataset, protocol=protocol, results_dir=results_dir,
+                      reports_dir=reports_dir, storage=storage, data_root=data_root, progress=progress,
+                      heartbeat_seconds=heartbeat_seconds, take_work=take_work, poll_seconds=poll_seconds)
+    with ctx.store.sole_worker(ctx.key.study_name), Jobs(jobs) as ctx.jobs:
         search_stage(ctx)
         test_study = test_stage(ctx)
         run, written = record_stage(ctx, test_study)

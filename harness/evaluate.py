@@ -25,7 +25,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from harness.atomic import atomic_open
-from harness.baseline import BASELINE
+from harness.baseline import is_baseline
 from harness.data import ImageSet
 from harness.errors import HarnessError, RunFailed, TrialFailed
 from harness.jobs import Jobs, training_threads
@@ -88,13 +88,13 @@ def queue_units(storage: Storage, study: optuna.Study, protocol: Protocol, split
                 study.enqueue_trial({}, user_attrs={"reproduction": rep, "fold": f})
 
 
-def _train_test_unit(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str | None,
+def _train_test_unit(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str,
                      params: dict, rep: int, f: int) -> tuple[dict, np.ndarray]:
     """One reproduction's fold model, wherever it runs: train it (its own seed), embed the test half and
     score it; the embeddings go back too (the concatenated score needs every fold's)."""
     fold = split.folds[f]
     seed = derive_seed(protocol.search.seed, "test", rep, f)
-    if loss_name is None:
+    if is_baseline(loss_name):  # the network as initialised, with this unit's seed
         model, fold_info = build_model(protocol, test.channels, seed), {}
     else:
         result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params,
@@ -108,14 +108,14 @@ def _train_test_unit(trainval: ImageSet, test: ImageSet, split: Split, protocol:
     return {"fold": f, "seed": seed, **fold_info, "test": _scores(embeddings, test)}, embeddings
 
 
-def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str | None,
+def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str,
                    params: dict, *, storage: Storage, study: optuna.Study, directory: Path, progress: bool = True,
                    poll_seconds: float | None = None, jobs: Jobs | None = None) -> None:
     """Take test units (with any other workers) until every one is complete, up to `jobs` at once.
-    `loss_name=None` scores untrained networks."""
+    The baseline (harness.baseline) scores untrained networks."""
     jobs = jobs or Jobs(1)
     done, total = unit_progress(study)
-    bar = tqdm(total=total, initial=done, desc=f"test {loss_name or BASELINE}", unit="fold", disable=not progress)
+    bar = tqdm(total=total, initial=done, desc=f"test {loss_name}", unit="fold", disable=not progress)
     taken: dict[int, tuple[optuna.Trial, ExitStack]] = {}
 
     def units():  # a unit is taken from the study only when a job is free to run it
@@ -133,7 +133,7 @@ def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: P
                 with guard, requeue_if_interrupted(study, trial):
                     failed = _finish_unit(study, trial, future, directory)
                 if failed is not None:  # the loss worked in the search; here it must too
-                    raise RunFailed(f"{loss_name or BASELINE}: " + _unit_failure(failed))
+                    raise RunFailed(f"{loss_name}: " + _unit_failure(failed))
                 bar.update()
             if unit_progress(study)[0] >= total:
                 return

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from record_factory import make_record, save
 
 from harness.benchmark import run_benchmark
 from harness.cli import main
 from harness.data import dataset_version
 from harness.errors import HarnessError
 from harness.reproduce import Reproduction, figures, reproduce
-from record_factory import make_record, save
 
 
 @pytest.mark.slow
