@@ -226,3 +226,11 @@ def test_rows_of_changed_loss_code_stay_visible_but_not_current(tmp_path):
     markdown = (reports / "glyphs__quick.md").read_text()
     assert "Not current" in markdown and "the loss's code changed since" in markdown
 
+
+
+def test_a_plugin_that_cannot_be_loaded_here_is_not_current_and_says_why(tmp_path):
+    results = tmp_path / "results"
+    save(results, make_record("r1", f"{tmp_path / 'gone.py'}:Gone", 0.3, identity="a" * 64))
+    (table,) = leaderboard_tables(results).values()
+    assert not table.loc[0, "current"]
+    assert table.loc[0, "stale_reason"].startswith("the loss cannot be loaded here (LossError: loss ")

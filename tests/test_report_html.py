@@ -72,6 +72,7 @@ def test_the_report_renders_in_headless_chromium(report_page):
             assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
             assert page.locator("#leaderboard tbody tr").count() == len(LOSSES)
             assert page.locator("#leaderboard tbody.baseline tr").count() == 1
+            assert page.locator("#leaderboard tbody.stale tr").count() == 0  # the committed runs are current
             images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
             assert len(images) >= 2 + len(LOSSES) - 1  # two table charts and one per trained loss
             assert [alt for alt, complete, width in images if not (complete and width > 0)] == []
@@ -82,7 +83,7 @@ def test_the_report_renders_in_headless_chromium(report_page):
                 assert page.locator(f"#loss-{loss}").count() == 1
 
             def first_column():
-                return page.eval_on_selector_all("#leaderboard tbody:not(.baseline) tr",
+                return page.eval_on_selector_all("#leaderboard tbody:not(.baseline):not(.stale) tr",
                                                  "rows => rows.map(r => r.cells[0].dataset.value)")
 
             trained = first_column()

@@ -56,7 +56,8 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 12px; }
 """
 
 # Sort the first tbody of every sortable table by a clicked column: numbers as numbers (data-value),
-# empty cells last in either direction, the untrained baseline kept in a tbody of its own below.
+# empty cells last in either direction, the untrained baseline and the rows that are not current kept in
+# tbodies of their own below.
 _SCRIPT = """
 document.querySelectorAll("table.sortable thead th").forEach((th, column) => {
   th.querySelector("button").addEventListener("click", () => {
