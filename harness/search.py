@@ -147,7 +147,7 @@ def _stop_if_every_trial_failed_alike(study: optuna.Study, loss_name: str, targe
     errors = {t.user_attrs.get(FAIL_ERROR) for t in counted}
     if len(counted) >= min(2, target) and len(errors) == 1 and None not in errors:
         raise RunFailed(f"loss {loss_name}: every trial so far ({len(counted)}) failed with the same error, "
-                           f"so the search stops: {errors.pop()}")
+                        f"so the search stops: {errors.pop()}")
 
 
 def run_search(trainval: ImageSet, split: Split, protocol: Protocol, key: RunKey, *, storage: Storage | str,
