@@ -134,10 +134,10 @@ def test_benchmark_writes_record_leaderboard_and_report(tmp_path, tiny_protocol,
 def test_same_command_and_seed_give_identical_test_figures(tmp_path, tiny_protocol, data_root):
     first = _run(tmp_path / "a", tiny_protocol, data_root)
     second = _run(tmp_path / "b", tiny_protocol, data_root)
-    assert first["search"]["best_params"] == second["search"]["best_params"]
-    assert first["test"]["summary"] == second["test"]["summary"]
-    assert first["test"]["reproductions"] == second["test"]["reproductions"]
-    assert first["test"]["per_query"] == second["test"]["per_query"]  # the same bytes, so the same SHA-256
+    assert first.search["best_params"] == second.search["best_params"]
+    assert first.test["summary"] == second.test["summary"]
+    assert first.test["reproductions"] == second.test["reproductions"]
+    assert first.test["per_query"] == second.test["per_query"]  # the same bytes, so the same SHA-256
 
 
 def test_search_never_reads_a_test_item(tmp_path, tiny_protocol, data_root, monkeypatch):
