@@ -7,7 +7,6 @@ Every input is checked before anything is written under `results/`: the names, t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,17 +115,16 @@ def loss_section(loss_name: str) -> dict:
     (computed here, once per run; the run key carries it from here on)."""
     if is_baseline(loss_name):
         return baseline_loss()
-    info = losses.info(loss_name)
+    summary = losses.summary(loss_name)
     return {
         "name": loss_name,
-        "class": f"{info.cls.__module__}:{info.cls.__qualname__}",
-        "description": info.description,
-        "paper": info.paper,
-        "identity": losses.identity(loss_name),
-        "search_space": {k: losses.describe(v) for k, v in info.space.items()},
+        "class": summary["class"],
+        "description": summary["description"],
+        "paper": summary["paper"],
+        "identity": summary["identity"],
+        "search_space": {k: losses.describe(v) for k, v in losses.search_space(loss_name).items()},
         # Optuna's own form, so a report can rebuild the study (importances) from the record alone
-        "search_distributions": {k: json.loads(optuna.distributions.distribution_to_json(v))
-                                 for k, v in info.space.items()},
+        "search_distributions": summary["space"],
     }
 
 
