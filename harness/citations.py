@@ -145,6 +145,53 @@ PAPERS = {
   booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
   year = {2019}
 }""",
+    "henderson2017efficient": """@article{henderson2017efficient,
+  title = {Efficient Natural Language Response Suggestion for Smart Reply},
+  author = {Henderson, Matthew and Al-Rfou, Rami and Strope, Brian and Sung, Yun-Hsuan and
+            Luk{\\'a}cs, L{\\'a}szl{\\'o} and Guo, Ruiqi and Kumar, Sanjiv and Miklos, Balint and Kurzweil, Ray},
+  journal = {arXiv preprint arXiv:1705.00652},
+  year = {2017}
+}""",
+    "oord2018representation": """@article{oord2018representation,
+  title = {Representation Learning with Contrastive Predictive Coding},
+  author = {van den Oord, Aaron and Li, Yazhe and Vinyals, Oriol},
+  journal = {arXiv preprint arXiv:1807.03748},
+  year = {2018}
+}""",
+    "gunther2023jina": """@article{gunther2023jina,
+  title = {Jina Embeddings 2: 8192-Token General-Purpose Text Embeddings for Long Documents},
+  author = {G{\\"u}nther, Michael and Ong, Jackmin and Mohr, Isabelle and Abdessalem, Alaeddine and Abel, Tanguy and
+            Akram, Mohammad Kalim and Guzman, Susana and Mastrapas, Georgios and Sturua, Saba and Wang, Bo and
+            Werk, Maximilian and Wang, Nan and Xiao, Han},
+  journal = {arXiv preprint arXiv:2310.19923},
+  year = {2023}
+}""",
+    "su2022cosent": """@misc{su2022cosent,
+  title = {CoSENT (I): A More Effective Sentence Embedding Scheme than Sentence-BERT},
+  author = {Su, Jianlin},
+  howpublished = {\\url{https://kexue.fm/archives/8847}},
+  note = {Blog post, in Chinese},
+  year = {2022}
+}""",
+    "huang2024cosent": """@article{huang2024cosent,
+  title = {CoSENT: Consistent Sentence Embedding via Similarity Ranking},
+  author = {Huang, Xiang and Peng, Hao and Zou, Dongcheng and Liu, Zhiwei and Li, Jianxin and Liu, Kay and Wu, Jia and
+            Su, Jianlin and Yu, Philip S.},
+  journal = {IEEE/ACM Transactions on Audio, Speech, and Language Processing},
+  year = {2024}
+}""",
+    "li2023angle": """@article{li2023angle,
+  title = {AnglE-optimized Text Embeddings},
+  author = {Li, Xianming and Li, Jing},
+  journal = {arXiv preprint arXiv:2309.12871},
+  year = {2023}
+}""",
+    "reimers2019sentencebert": """@inproceedings{reimers2019sentencebert,
+  title = {Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks},
+  author = {Reimers, Nils and Gurevych, Iryna},
+  booktitle = {Conference on Empirical Methods in Natural Language Processing (EMNLP-IJCNLP)},
+  year = {2019}
+}""",
 }
 
 # The papers of each registered loss, as its `paper` field names them (harness losses prints it).
@@ -173,6 +220,11 @@ LOSS_PAPERS = {
     "normalized_softmax": ["zhai2019classification"],
     "cosface": ["wang2018cosface"],
     "arcface": ["deng2019arcface"],
+    "multiple_negatives_ranking": ["henderson2017efficient", "oord2018representation"],
+    "multiple_negatives_symmetric": ["henderson2017efficient", "gunther2023jina"],
+    "cosent": ["su2022cosent", "huang2024cosent"],
+    "angle": ["li2023angle"],
+    "online_contrastive": ["hadsell2006dimensionality", "reimers2019sentencebert"],
 }
 
 

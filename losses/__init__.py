@@ -34,4 +34,4 @@ __all__ = [
 ]
 
 # the loss families, imported for their registrations (after the registry they register into)
-from losses import infonce, pair, proxy, softmax, triplet  # noqa: E402, F401, I001
+from losses import infonce, pair, proxy, sentence, softmax, triplet  # noqa: E402, F401, I001

@@ -19,6 +19,7 @@ from losses.errors import LossError
 from losses.identity import code_identity, module_scope
 from losses.plugins import LOSS_SCOPE, entry_point_names, resolve_external
 from losses.registry import HARNESS_KEYS, LossInfo, check_value, constructor_params, zoo_info, zoo_names
+from losses.sentence_transformers_adapter import adapter_identity, wrapped_class
 
 __all__ = ["available", "build", "identity", "info", "search_space", "suggest", "summary"]
 
@@ -35,8 +36,17 @@ def info(name: str) -> LossInfo:
 
 def identity(name: str) -> str:
     """sha256 of the code the loss runs: its module and the modules it imports from its own package
-    (losses.identity). A run computes it once and carries it in its key."""
-    module = sys.modules[info(name).cls.__module__]
+    (losses.identity); for a sentence-transformers class run through the adapter, the adapter's code and the
+    wrapped class's package version and module (losses.sentence_transformers_adapter). A run computes it once
+    and carries it in its key."""
+    cls = info(name).cls
+    if wrapped_class(cls) is not None:
+        return adapter_identity(cls, _module_identity)
+    return _module_identity(cls.__module__)
+
+
+def _module_identity(module_name: str) -> str:
+    module = sys.modules[module_name]
     # a plug-in loaded from a file names itself by its file's stem, within its folder (losses.plugins)
     stem, scope = getattr(module, LOSS_SCOPE, None) or (module.__name__, module_scope(module.__name__, module.__file__))
     return code_identity(stem, module.__file__, scope)

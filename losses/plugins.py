@@ -6,6 +6,8 @@
 
 The class declares its search space with `losses.declare_loss(...)`, the same declaration the zoo's
 `register_loss` takes, so the same checks apply (unknown keyword, out-of-range value, loss not finite).
+A sentence-transformers loss class (`sentence_transformers.losses:BatchHardTripletLoss`) needs no declaration:
+losses.sentence_transformers_adapter runs it on the harness's embeddings in its zoo counterpart's space.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from losses.errors import LossError
 from losses.identity import CodeScope
 from losses.registry import LossInfo, zoo_names
+from losses.sentence_transformers_adapter import adapt, is_sentence_transformers_style
 
 __all__ = ["ENTRY_POINT_GROUP", "LOSS_SCOPE", "entry_point_names", "resolve_external"]
 
@@ -56,6 +59,9 @@ def resolve_external(spec: object) -> LossInfo:
 
 
 def _declared(cls: object, spec: str) -> LossInfo:
+    """The class's own declaration; an ST-style class (sentence-transformers') runs through the adapter."""
+    if is_sentence_transformers_style(cls):
+        return adapt(cls, spec)
     info = getattr(cls, "__loss_info__", None)
     if not isinstance(info, LossInfo):
         raise LossError(f"loss '{spec}': {cls!r} declares no search space; decorate the class with "
