@@ -2,8 +2,8 @@
 
 Compares, on the same synthetic CUB-sized JPEGs, the same batches and in one run:
   plain - what a torchvision pipeline does per image every epoch: PIL decode, convert("RGB"),
-          Resize(256) on the shorter side (harness.data.cache.decode_resized), then the harness's
-          RandomResizedCrop(227), flip and BGR/0-255/mean/std normalisation (harness.transforms.train_batch);
+          Resize(256) on the shorter side (harness.image.data.cache.decode_resized), then the harness's
+          RandomResizedCrop(227), flip and BGR/0-255/mean/std normalisation (harness.image.transforms.train_batch);
   cache - train_batch on an ImageSet over the memory-mapped ImageCache (decoded and resized once).
 Both ways give bitwise the same batches (checked by a checksum); only train_batch is timed, with
 torch on one thread (the input pipeline runs beside the training). The cache's one-off build is
@@ -95,7 +95,7 @@ def listed_paths(n: int, copies: int) -> tuple[str, ...]:
 
 def image_list(root: Path, n: int, copies: int):
     """The files as an ImageList, as a dataset loader returns them (16 classes, round robin)."""
-    from harness.data.listing import ImageList
+    from harness.image.data.listing import ImageList
 
     paths = listed_paths(n, copies)
     return ImageList(name="bench", root=root, paths=paths, labels=np.arange(len(paths), dtype=np.int64) % CLASSES,
@@ -155,14 +155,14 @@ class DecodedPixels:
         return len(self.files)
 
     def image(self, row: int) -> np.ndarray:
-        from harness.data.cache import decode_resized
+        from harness.image.data.cache import decode_resized
 
         return decode_resized(self.files[row], self.resize)
 
 
 def build_worker(args: argparse.Namespace) -> None:
     """Build the cache of each listing (1x, and SCALE x for the scaling check), timing each build."""
-    from harness.data.cache import build_cache
+    from harness.image.data.cache import build_cache
 
     settings = bench_settings(args.resize, args.crop)
     builds = []
@@ -183,9 +183,9 @@ def timed_worker(args: argparse.Namespace) -> None:
 
     import torch
 
-    from harness.data import ImageSet
-    from harness.data.cache import ImageCache, cache_folder
-    from harness.transforms import train_batch
+    from harness.image.data import ImageSet
+    from harness.image.data.cache import ImageCache, cache_folder
+    from harness.image.transforms import train_batch
 
     # torch warns once that the read-only arrays (memmap views, PIL's) are not writable; train_batch only reads
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

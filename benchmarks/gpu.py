@@ -52,7 +52,7 @@ def _worker(rank: int, commands, replies, setup: dict) -> None:
     """One training process: runs (protocol, threads) tasks until None, replying with each one's figures."""
     import torch
 
-    from harness.data import load_dataset
+    from harness.image.data import load_dataset
 
     device = torch.device(setup["device"])
     data = load_dataset(setup["folder"], image_size=setup["image_size"], resize=setup["resize"],
@@ -174,7 +174,7 @@ def main() -> None:
         print("benchmarks/gpu.py: no GPU (CUDA is not available); nothing measured")
         return
     from benchmarks.training import write_jpegs
-    from harness.data import load_dataset
+    from harness.image.data import load_dataset
     from harness.protocol import load_protocol
 
     base = load_protocol(args.protocol, dataset="cub200")

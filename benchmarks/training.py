@@ -54,7 +54,7 @@ def main() -> None:
 
     import torch
 
-    from harness.data import load_dataset
+    from harness.image.data import load_dataset
     from harness.protocol import load_protocol
     from harness.train import default_device, train_fold
 

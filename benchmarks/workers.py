@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     args = parser.parse_args()
 
-    from harness.data import load_dataset
+    from harness.image.data import load_dataset
 
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         data_root = Path(tmp) / "data"

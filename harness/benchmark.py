@@ -12,14 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import optuna
-import torch
 
 import losses
-from harness.backbones import check_backbone_name, weight_metadata
 from harness.baseline import baseline_loss, baseline_search, is_baseline
-from harness.data import EMBEDDED, ImageSet, check_dataset_name, dataset_label, load_dataset
+from harness.dataset_names import dataset_label
 from harness.errors import HarnessError, RunFailed
 from harness.evaluate import (
     collect_test,
@@ -31,6 +28,7 @@ from harness.evaluate import (
     units_study_name,
 )
 from harness.jobs import THREADS_PER_TRAINING, Jobs
+from harness.modality import Items, Modality, check_kind, room_of
 from harness.per_query import pack, write_per_query
 from harness.protocol import Protocol
 from harness.publish import publish
@@ -49,8 +47,6 @@ from harness.seeding import derive_seed
 from harness.splits import Split, class_disjoint_split
 from harness.studies.storage import Storage, open_storage
 from harness.studies.study import FINISHED, StudyIdentity, join_study
-from harness.train import build_model
-from harness.transforms import eval_batch
 
 __all__ = ["RunContext", "run_benchmark", "default_storage", "check_loss_name", "check_inputs", "loss_section",
            "run_key", "completed_run", "prepare_run", "search_stage", "test_stage", "record_stage",
@@ -66,48 +62,25 @@ def check_loss_name(loss_name: str) -> None:
         losses.info(loss_name)  # raises LossError listing the known losses
 
 
-def check_inputs(loss_name: str, dataset: str, protocol: Protocol) -> None:
-    """The checks that need no data: names, and that the protocol's pipeline fits the dataset."""
+def check_inputs(loss_name: str, dataset: str, protocol: Protocol) -> Modality:
+    """The checks that need no data: names, and that the protocol is of the dataset's kind and fits it.
+    Returns the dataset's modality."""
     check_loss_name(loss_name)
-    check_dataset_name(dataset)
-    check_backbone_name(protocol.model.backbone)
-    wanted = "affine" if dataset == EMBEDDED else "resized_crop"
-    if protocol.images.transform != wanted:
-        raise HarnessError(f"protocol {protocol.name} uses images.transform = \"{protocol.images.transform}\", "
-                           f"but dataset {dataset} needs \"{wanted}\" "
-                           f"({'rendered in memory' if dataset == EMBEDDED else 'image files'}); "
-                           f"try --protocol {'quick' if dataset == EMBEDDED else 'smoke or reality_check'}")
-    _check_input_normalisation(protocol)
+    modality = check_kind(dataset, protocol)
+    modality.check_inputs(dataset, protocol)
+    return modality
 
 
-def _check_input_normalisation(protocol: Protocol) -> None:
-    """Pretrained weights expect one input (the weights' own metadata says which): the protocol must give it."""
-    expected = weight_metadata(protocol.model.backbone, protocol.model.pretrained)
-    if expected is None:
-        return
-    images = protocol.images
-    given = {"channel_order": images.channel_order, "pixel_range": images.pixel_range,
-             "mean": list(images.per_channel("mean", 3)), "std": list(images.per_channel("std", 3))}
-    for key, value in given.items():
-        want = expected[key]
-        same = (value == want if isinstance(value, str) else
-                bool(np.allclose(np.atleast_1d(value), np.atleast_1d(want), rtol=1e-3, atol=1e-6)))
-        if not same:
-            raise HarnessError(f"protocol {protocol.name}: the pretrained {protocol.model.backbone} weights expect "
-                               f"images.{key} = {want}, the protocol gives {value}")
-
-
-def _check_data_fits(data: ImageSet, split: Split, protocol: Protocol) -> None:
-    """Every fold can fill a batch, and the network takes the images: one batch through it."""
-    per_batch = protocol.batch.batch_size // protocol.batch.m_per_class
+def _check_data_fits(data: Items, split: Split, protocol: Protocol) -> None:
+    """Every fold can fill a batch, and the network takes the items (its modality puts one batch through it)."""
+    per_batch = (2 if protocol.batch.sampler == "group_by_label"
+                 else protocol.batch.batch_size // protocol.batch.m_per_class)
     fewest = min(len(fold.train) for fold in split.folds)
     if fewest < per_batch:
         raise HarnessError(f"dataset {data.name}: a fold trains on only {fewest} classes, but a batch of the protocol "
                            f"needs {per_batch} ({protocol.batch.batch_size} = {per_batch} x "
                            f"{protocol.batch.m_per_class})")
-    model = build_model(protocol, in_chans=data.channels, seed=0)  # loads and checks any weights
-    with torch.no_grad():
-        model.eval()(eval_batch(data, np.arange(min(2, len(data))), protocol.images))
+    room_of(data).check_fits(data, split, protocol)
 
 
 def loss_section(loss_name: str) -> dict:
@@ -148,9 +121,9 @@ class RunContext:
     key: RunKey
     protocol: Protocol
     loss: dict
-    data: ImageSet
+    data: Items
     split: Split
-    trainval: ImageSet
+    trainval: Items
     store: Storage
     results_dir: Path
     reports_dir: Path
@@ -172,11 +145,10 @@ def prepare_run(*, loss_name: str, dataset: str, protocol: Protocol, results_dir
                 take_work: bool = True, poll_seconds: float | None = None) -> RunContext:
     """Every check before anything is written: names, the data (listed and decoded), the split against the
     batch, the network (one batch through it); then the run's key and the storage."""
-    check_inputs(loss_name, dataset, protocol)
+    modality = check_inputs(loss_name, dataset, protocol)
     loss = loss_section(loss_name)
     env = environment()  # the commit and the versions as the run starts: the code that ran
-    data = load_dataset(dataset, image_size=protocol.images.image_size, resize=protocol.images.resize,
-                        root=data_root, progress=progress)
+    data = modality.load(dataset, protocol, root=data_root, progress=progress)
     split = class_disjoint_split(data.num_classes, protocol.search.folds, trainval_classes=data.trainval_classes)
     split = split.evaluated(protocol.budget.eval_classes)  # what validation and test score (all, unless a check)
     trainval = data.subset(split.trainval)

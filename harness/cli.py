@@ -55,7 +55,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", required=True, help="a registered loss, or 'none' for the untrained baseline")
     parser.add_argument("--dataset", default="glyphs",
                         help="a dataset name, an image folder (one subfolder per class) or a .csv with path,label")
-    parser.add_argument("--protocol", default="quick", help="a shipped protocol name or a path to a .toml file")
+    parser.add_argument("--protocol", help="a shipped protocol name or a path to a .toml file (default: the "
+                        "dataset's kind picks it: quick for images, text_quick for text)")
     parser.add_argument("--trials", type=int, help="override the protocol's trial count (new protocol hash)")
     parser.add_argument("--reps", type=int, help="override the protocol's reproductions (new protocol hash)")
     parser.add_argument("--seed", type=int, help="override the protocol's seed (new protocol hash)")
@@ -115,13 +116,13 @@ def _parser() -> argparse.ArgumentParser:
     versus.add_argument("loss_a")
     versus.add_argument("loss_b")
     versus.add_argument("--dataset", default="glyphs", help="the table's dataset (default: glyphs)")
-    versus.add_argument("--protocol", default="quick", help="the table's protocol (default: quick)")
+    versus.add_argument("--protocol", help="the table's protocol (default: quick for images, text_quick for text)")
     _add_locations(versus, data=False)
 
     table = commands.add_parser("table", help="a leaderboard table as a paper prints it (LaTeX, Markdown or CSV)")
     table.add_argument("--format", choices=["latex", "markdown", "csv"], default="latex", dest="fmt")
     table.add_argument("--dataset", default="glyphs", help="the table's dataset (default: glyphs)")
-    table.add_argument("--protocol", default="quick", help="the table's protocol (default: quick)")
+    table.add_argument("--protocol", help="the table's protocol (default: quick for images, text_quick for text)")
     table.add_argument("--losses", help="comma-separated losses to show, in the table's order (default: all)")
     _add_locations(table, data=False)
 
@@ -129,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
                                "hashes and BibTeX")
     cite.add_argument("loss")
     cite.add_argument("--dataset", default="glyphs", help="the table's dataset (default: glyphs)")
-    cite.add_argument("--protocol", default="quick", help="the table's protocol (default: quick)")
+    cite.add_argument("--protocol", help="the table's protocol (default: quick for images, text_quick for text)")
     _add_locations(cite, data=False)
 
     again = commands.add_parser("reproduce", help="rerun a record's exact protocol, loss code, data and seeds into a "
@@ -153,20 +154,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _benchmark(args: argparse.Namespace) -> None:
     from harness.benchmark import check_inputs, completed_run, loss_section, run_benchmark, run_key
-    from harness.data import check_dataset_name, dataset_label, dataset_version
+    from harness.dataset_names import dataset_label
     from harness.jobs import default_jobs
-    from harness.protocol import load_protocol
     from harness.report import format_table
     from harness.tables import leaderboard_tables, table_stem
 
     if args.jobs is not None and args.jobs < 1:
         raise HarnessError(f"--jobs must be at least 1, got {args.jobs}")
-    check_dataset_name(args.dataset)
-    protocol = load_protocol(args.protocol, dataset=args.dataset).with_overrides(
-        trials=args.trials, reproductions=args.reps, seed=args.seed)
-    check_inputs(args.loss, args.dataset, protocol)
+    protocol = _protocol(args).with_overrides(trials=args.trials, reproductions=args.reps, seed=args.seed)
+    modality = check_inputs(args.loss, args.dataset, protocol)
     if getattr(args, "if_missing", False):
-        version = dataset_version(args.dataset, image_size=protocol.images.image_size, root=args.data_root)
+        version = modality.version(args.dataset, protocol, root=args.data_root)
         done = completed_run(args.results, run_key(dataset_label(args.dataset), version, protocol,
                                                    loss_section(args.loss)))
         if done:
@@ -192,13 +190,20 @@ def _benchmark(args: argparse.Namespace) -> None:
     print(f"leaderboard: {args.results / 'leaderboard' / (stem + '.csv')}  report: {args.reports / (stem + '.md')}")
 
 
+def _protocol(args: argparse.Namespace):
+    """--protocol for --dataset, or the default protocol of the dataset's kind."""
+    from harness.modality import modality_of
+    from harness.protocol import load_protocol
+
+    return load_protocol(args.protocol or modality_of(args.dataset).default_protocol, dataset=args.dataset)
+
+
 def _table_stem(args: argparse.Namespace) -> str:
     """The table of --dataset and --protocol (the protocol as it stands now)."""
-    from harness.data import dataset_label
-    from harness.protocol import load_protocol
+    from harness.dataset_names import dataset_label
     from harness.tables import table_stem
 
-    protocol = load_protocol(args.protocol, dataset=args.dataset)
+    protocol = _protocol(args)
     return table_stem(dataset_label(args.dataset), protocol.name, protocol.hash)
 
 
@@ -238,20 +243,15 @@ def _splits(args: argparse.Namespace) -> None:
     if args.classes is not None:
         print(json.dumps(class_disjoint_split(args.classes, args.folds).as_dict()))
         return
-    from harness.data import EMBEDDED, list_images
-    from harness.data.glyphs import class_name, common_characters
+    from harness.modality import modality_of
 
-    if args.dataset == EMBEDDED:  # the classes without rendering a pixel
-        names, trainval = tuple(class_name(c) for c in common_characters()), None
-    else:
-        images = list_images(args.dataset, args.data_root)
-        names, trainval = images.class_names, images.trainval_classes
+    names, trainval = modality_of(args.dataset).classes(args.dataset, root=args.data_root)  # nothing decoded
     split = class_disjoint_split(len(names), args.folds, trainval_classes=trainval)
     print(json.dumps(split.as_dict(names)))
 
 
 def _datasets(args: argparse.Namespace) -> None:
-    from harness.data import describe_datasets, fetch_dataset
+    from harness.image.data import describe_datasets, fetch_dataset
 
     if args.action == "download":
         for path in fetch_dataset(args.name, args.data_root, progress=not args.no_progress):

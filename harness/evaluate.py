@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from harness.atomic import atomic_open
 from harness.baseline import is_baseline
-from harness.data import ImageSet
 from harness.errors import HarnessError, RunFailed, TrialFailed
 from harness.jobs import Jobs, training_threads
 from harness.metrics import retrieval_metrics, retrieval_metrics_query_reference
+from harness.modality import Items
 from harness.protocol import Protocol
 from harness.run_key import RunKey
 from harness.seeding import derive_seed
@@ -45,7 +45,7 @@ METRICS = ("precision_at_1", "r_precision", "map_at_r")
 MODES = ("separated", "concatenated")
 
 
-def _scores(embeddings: np.ndarray, test: ImageSet, per_query: dict | None = None,
+def _scores(embeddings: np.ndarray, test: Items, per_query: dict | None = None,
             key: tuple[int, str] | None = None) -> dict[str, float]:
     """The three figures; with `per_query` (a dict), each query's hits go into it under `key`
     ((reproduction, mode)), and R per query under "relevant" (harness.per_query.pack)."""
@@ -88,14 +88,14 @@ def queue_units(storage: Storage, study: optuna.Study, protocol: Protocol, split
                 study.enqueue_trial({}, user_attrs={"reproduction": rep, "fold": f})
 
 
-def _train_test_unit(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str,
+def _train_test_unit(trainval: Items, test: Items, split: Split, protocol: Protocol, loss_name: str,
                      params: dict, rep: int, f: int) -> tuple[dict, np.ndarray]:
     """One reproduction's fold model, wherever it runs: train it (its own seed), embed the test half and
     score it; the embeddings go back too (the concatenated score needs every fold's)."""
     fold = split.folds[f]
     seed = derive_seed(protocol.search.seed, "test", rep, f)
     if is_baseline(loss_name):  # the network as initialised, with this unit's seed
-        model, fold_info = build_model(protocol, test.channels, seed), {}
+        model, fold_info = build_model(protocol, test, seed), {}
     else:
         result = train_fold(protocol=protocol, loss_name=loss_name, hparams=params,
                             train_set=trainval.subset(fold.train), val_set=trainval.subset(fold.val), seed=seed)
@@ -108,7 +108,7 @@ def _train_test_unit(trainval: ImageSet, test: ImageSet, split: Split, protocol:
     return {"fold": f, "seed": seed, **fold_info, "test": _scores(embeddings, test)}, embeddings
 
 
-def run_test_units(trainval: ImageSet, test: ImageSet, split: Split, protocol: Protocol, loss_name: str,
+def run_test_units(trainval: Items, test: Items, split: Split, protocol: Protocol, loss_name: str,
                    params: dict, *, storage: Storage, study: optuna.Study, directory: Path, progress: bool = True,
                    poll_seconds: float | None = None, jobs: Jobs | None = None) -> None:
     """Take test units (with any other workers) until every one is complete, up to `jobs` at once.
@@ -180,7 +180,7 @@ def unit_progress(study: optuna.Study) -> tuple[int, int]:
         (t.user_attrs.get("reproduction"), t.user_attrs.get("fold")) for t in trials})
 
 
-def collect_test(study: optuna.Study, test: ImageSet, protocol: Protocol, split: Split, directory: Path,
+def collect_test(study: optuna.Study, test: Items, protocol: Protocol, split: Split, directory: Path,
                  per_query: dict | None = None) -> dict:
     """The test figures from the finished units: per fold as each unit scored it, concatenated from their
     saved embeddings; the same figures however many workers ran the units, in whatever order.

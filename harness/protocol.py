@@ -30,6 +30,8 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 TRANSFORMS = ("affine", "resized_crop")
 CHANNEL_ORDERS = ("RGB", "BGR")
 PRUNERS = ("none", "median")
+KINDS = ("image", "text")
+SAMPLERS = ("m_per_class", "group_by_label")
 
 # field metadata: ADDED marks a field added after hashes were published (left out of the canonical
 # JSON at its default); UNHASHED a field whose content is hashed through another (a weights path
@@ -68,6 +70,31 @@ class OptimizerSettings:
 class BatchSettings:
     batch_size: int = 64
     m_per_class: int = 4
+    # "m_per_class": batch_size/m classes, m items each (harness.sampler); "group_by_label": sentence-transformers'
+    # GroupByLabelBatchSampler (v5.3), so its users can compare like with like
+    sampler: str = field(default="m_per_class", metadata=ADDED)
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """The input kind (harness.modality): the dataset must be of the same kind."""
+
+    kind: str = field(default="image", metadata=ADDED)
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """What a text protocol trains on top of its sentence-transformers encoder (harness.text). The encoder's
+    first layers run once per dataset into a feature cache; the last `trained_layers` transformer layers
+    (0: none) and, if `head_hidden` > 0, a residual MLP of that width on the pooled output, are trained.
+    Both start as the encoder itself (the MLP's last layer at zero), so the untrained network embeds
+    exactly as `SentenceTransformer.encode(..., normalize_embeddings=True)`."""
+
+    encoder: str = field(default="all-MiniLM-L6-v2", metadata=UNHASHED)  # a model directory or package name
+    encoder_sha256: str = field(default="", metadata=ADDED)  # the weights' sha256, filled in when loading
+    trained_layers: int = field(default=0, metadata=ADDED)
+    head_hidden: int = field(default=0, metadata=ADDED)
+    max_seq_length: int = field(default=0, metadata=ADDED)  # tokens kept per text; 0: the encoder's own
 
 
 @dataclass(frozen=True)
@@ -144,23 +171,32 @@ class Protocol:
     model: ModelSettings = field(default_factory=ModelSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    input: InputSettings = field(default_factory=InputSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
+    text: TextSettings = field(default_factory=TextSettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, for the record; a section added later is left out while at its defaults."""
+        data = dataclasses.asdict(self)
+        for section in _ADDED_SECTIONS:
+            if getattr(self, section) == _SECTION_TYPES[section]():
+                del data[section]
+        return data
 
     def canonical_dict(self) -> dict[str, Any]:
         """What the hash covers: every field, except unhashed ones and later additions at their default."""
         canonical: dict[str, Any] = {"name": self.name, "version": self.version, "description": self.description}
         for section in _SECTION_TYPES:
             settings = getattr(self, section)
-            canonical[section] = {
+            values = {
                 f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
                 if f.metadata.get("hashed", True)
                 and not (f.metadata.get("added") and getattr(settings, f.name) == f.default)
             }
+            if values or section not in _ADDED_SECTIONS:
+                canonical[section] = values
         return canonical
 
     @property
@@ -186,9 +222,10 @@ class Protocol:
 
 
 _SECTION_TYPES = {
-    "model": ModelSettings, "optimizer": OptimizerSettings, "batch": BatchSettings,
-    "images": ImageSettings, "budget": BudgetSettings, "search": SearchSettings,
+    "model": ModelSettings, "optimizer": OptimizerSettings, "batch": BatchSettings, "input": InputSettings,
+    "images": ImageSettings, "text": TextSettings, "budget": BudgetSettings, "search": SearchSettings,
 }
+_ADDED_SECTIONS = ("input", "text")  # sections added after hashes were published: left out while empty
 
 
 def available_protocols() -> list[str]:
@@ -259,6 +296,11 @@ def protocol_from_dict(data: dict[str, Any], *, source: str = "protocol", base_d
                    for key, value in values.items()}
         if section == "model" and checked.get("weights"):
             checked["weights"], checked["weights_sha256"] = _weights_file(checked["weights"], base_dir, source)
+        if section == "text" and data.get("input", {}).get("kind") == "text":
+            from harness.text.encoder import encoder_sha256
+
+            checked["encoder_sha256"] = encoder_sha256(checked.get("encoder", TextSettings.encoder), base_dir,
+                                                       f"{source}: [text] encoder")
         sections[section] = cls(**checked)
     protocol = Protocol(name=str(data["name"]), version=int(data["version"]),
                         description=str(data["description"]), **sections)
@@ -300,6 +342,10 @@ def _validate(p: Protocol, source: str) -> None:
         (p.optimizer.name in OPTIMIZERS, f"optimizer.name must be one of {', '.join(OPTIMIZERS)}"),
         (min(p.optimizer.trunk_lr, p.optimizer.embedder_lr, p.optimizer.loss_lr) > 0,
          "learning rates must be positive"),
+        (p.input.kind in KINDS, f"input.kind must be one of {', '.join(KINDS)}"),
+        (p.batch.sampler in SAMPLERS, f"batch.sampler must be one of {', '.join(SAMPLERS)}"),
+        (p.text.trained_layers >= 0 and p.text.head_hidden >= 0 and p.text.max_seq_length >= 0,
+         "text.trained_layers, text.head_hidden and text.max_seq_length must not be negative"),
         (p.batch.m_per_class >= 2, "batch.m_per_class must be at least 2 (a class needs a positive pair)"),
         (p.batch.batch_size % p.batch.m_per_class == 0 and p.batch.batch_size // p.batch.m_per_class >= 2,
          "batch.batch_size must be a multiple of m_per_class covering at least 2 classes"),

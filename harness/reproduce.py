@@ -108,7 +108,7 @@ def _checked_inputs(record: RunRecord, dataset: str | None, data_root: Path | No
     (HarnessError, with the reason) what no longer matches."""
     import losses
     from harness.baseline import is_baseline
-    from harness.data import dataset_version
+    from harness.image.data import dataset_version
     from harness.protocol import protocol_from_dict
 
     protocol = protocol_from_dict(record.protocol, source=f"the protocol of run {record.run_id}")

@@ -18,9 +18,9 @@ import optuna
 from tqdm.auto import tqdm
 
 import losses
-from harness.data import ImageSet
 from harness.errors import LossRaised, RunFailed, TrialFailed
 from harness.jobs import Jobs
+from harness.modality import Items
 from harness.protocol import Protocol
 from harness.run_key import RunKey
 from harness.seeding import derive_seed
@@ -66,7 +66,7 @@ def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict:
             "value": trial.value, **{k: v for k, v in sorted(trial.user_attrs.items())}}
 
 
-def _train_search_fold(protocol: Protocol, loss_name: str, params: dict, train_set: ImageSet, val_set: ImageSet,
+def _train_search_fold(protocol: Protocol, loss_name: str, params: dict, train_set: Items, val_set: Items,
                        seed: int) -> tuple[float, int, dict]:
     """One fold of a trial, wherever it runs: its best validation MAP@R, the iteration it came at, and
     its training diagnostics (history per validation step, collapse flag)."""
@@ -76,7 +76,7 @@ def _train_search_fold(protocol: Protocol, loss_name: str, params: dict, train_s
                                                             "collapsed": result.collapsed}
 
 
-def _fold_scores(trial: optuna.Trial, trainval: ImageSet, split: Split, protocol: Protocol, loss_name: str,
+def _fold_scores(trial: optuna.Trial, trainval: Items, split: Split, protocol: Protocol, loss_name: str,
                  bar: tqdm, jobs: Jobs) -> float:
     """The trial's value: mean best validation MAP@R over the folds, trained side by side in `jobs`
     (each fold has its own seed, so the figures are the same however many run at once). Folds an
@@ -150,7 +150,7 @@ def _stop_if_every_trial_failed_alike(study: optuna.Study, loss_name: str, targe
                         f"so the search stops: {errors.pop()}")
 
 
-def run_search(trainval: ImageSet, split: Split, protocol: Protocol, key: RunKey, *, storage: Storage | str,
+def run_search(trainval: Items, split: Split, protocol: Protocol, key: RunKey, *, storage: Storage | str,
                progress: bool = True, poll_seconds: float | None = None, jobs: Jobs | None = None) -> SearchResult:
     """Work on the study of `key` (with any other workers) until it holds the protocol's number of counted
     trials, one trial at a time, its folds trained side by side in `jobs` (default: one at a time, here)."""

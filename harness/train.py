@@ -18,15 +18,13 @@ import numpy as np
 import torch
 
 import losses
-from harness.data import ImageSet
 from harness.diagnostics import batch_diagnostics, collapsed
 from harness.errors import HarnessError, LossNotFinite, LossRaised, TrainingNotFinite
 from harness.metrics import retrieval_metrics
-from harness.model import EmbeddingNet
+from harness.modality import Items, room_of
 from harness.protocol import OptimizerSettings, Protocol
-from harness.sampler import MPerClassSampler
+from harness.sampler import make_sampler
 from harness.seeding import derive_seed, seed_everything
-from harness.transforms import eval_batch, to_device, train_batch
 
 __all__ = ["FoldResult", "build_model", "check_embeddings", "embed", "train_fold", "default_device"]
 
@@ -42,7 +40,7 @@ class FoldResult:
     """A trained fold. history: per validation step, the iteration, the loss's own value, validation
     MAP@R and the batch's diagnostics (harness.diagnostics); collapsed: their collapse flag."""
 
-    model: EmbeddingNet
+    model: torch.nn.Module
     best_val_map_at_r: float
     best_iteration: int
     iterations_run: int
@@ -50,20 +48,20 @@ class FoldResult:
     collapsed: bool = False
 
 
-def build_model(protocol: Protocol, in_chans: int, seed: int) -> EmbeddingNet:
-    """The network as initialised: the same seed gives the same weights for every loss."""
+def build_model(protocol: Protocol, items: Items, seed: int) -> torch.nn.Module:
+    """The network as initialised (its modality builds it): the same seed gives the same weights for every loss."""
     seed_everything(seed)
-    return EmbeddingNet(protocol.model, in_chans=in_chans)
+    return room_of(items).build_network(protocol, items)
 
 
-def _placed(model: EmbeddingNet, protocol: Protocol, device: torch.device) -> EmbeddingNet:
+def _placed(model: torch.nn.Module, protocol: Protocol, device: torch.device) -> torch.nn.Module:
     """The model on `device`, in the protocol's memory format."""
     if protocol.model.channels_last:
         return model.to(device, memory_format=torch.channels_last)
     return model.to(device)
 
 
-def _laid_out(batch: torch.Tensor, protocol: Protocol) -> torch.Tensor:
+def _laid_out(batch, protocol: Protocol):
     """The batch in the model's memory format, so no layer converts it on the way."""
     return batch.contiguous(memory_format=torch.channels_last) if protocol.model.channels_last else batch
 
@@ -82,20 +80,16 @@ def _batch_device(device: torch.device) -> torch.device | None:
 
 
 @torch.no_grad()
-def embed(model: EmbeddingNet, data: ImageSet, protocol: Protocol, *,
-          device: torch.device | None = None, batch_size: int | None = None) -> np.ndarray:
-    """Evaluation embeddings (no augmentation) of every item of `data`, float32 [N, D]; batches are
-    read from the pixels one at a time, so the set is never copied to the device whole. The model is
-    moved to `device` (and the protocol's memory format) if it is not there yet."""
+def embed(model: torch.nn.Module, data: Items, protocol: Protocol, *, device: torch.device | None = None) -> np.ndarray:
+    """Evaluation embeddings (no augmentation) of every item of `data`, float32 [N, D], from the batches its
+    modality makes one at a time. The model is moved to `device` (and the protocol's memory format) if it is
+    not there yet."""
     device = device or default_device()
-    batch_size = batch_size or (512 if protocol.images.transform == "affine" else 64)
     model = _placed(model, protocol, device).eval()
     parts = []
-    for start in range(0, len(data), batch_size):
-        items = np.arange(start, min(start + batch_size, len(data)))
-        batch = _laid_out(eval_batch(data, items, protocol.images, device=_batch_device(device)), protocol)
+    for batch in room_of(data).evaluation_batches(data, protocol, _batch_device(device)):
         with _forward_precision(protocol, device):
-            parts.append(model(batch).float().cpu())
+            parts.append(model(_laid_out(batch, protocol)).float().cpu())
     return torch.cat(parts).numpy()
 
 
@@ -149,8 +143,8 @@ def check_embeddings(embeddings: np.ndarray, what: str) -> None:
                                 f"{what.split(' at ')[0]} non-finite")
 
 
-def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: ImageSet,
-               val_set: ImageSet, seed: int, device: torch.device | None = None,
+def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: Items,
+               val_set: Items, seed: int, device: torch.device | None = None,
                on_validation: Callable[[int, float], None] | None = None) -> FoldResult:
     """Train on `train_set`'s classes, keep the checkpoint with the best MAP@R on `val_set`.
 
@@ -160,7 +154,8 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
     """
     device = device or default_device()
     budget = protocol.budget
-    model = _placed(build_model(protocol, in_chans=train_set.channels, seed=seed), protocol, device)
+    model = _placed(build_model(protocol, train_set, seed=seed), protocol, device)
+    modality = room_of(train_set)
     # proxies and class-indexed parameters need labels 0..k-1 of the training classes
     train_classes, train_labels = torch.unique(train_set.labels, return_inverse=True)
     loss_params = dict(hparams)
@@ -173,8 +168,7 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
         {"params": list(model.embedder.parameters()), "lr": protocol.optimizer.embedder_lr},
         {"params": [p for p in criterion.parameters() if p.requires_grad], "lr": loss_lr},
     ])
-    sampler = MPerClassSampler(train_labels, batch_size=protocol.batch.batch_size,
-                               m_per_class=protocol.batch.m_per_class, seed=derive_seed(seed, "sampler"))
+    sampler = make_sampler(train_labels, protocol.batch, seed=derive_seed(seed, "sampler"))
     augment_rng = torch.Generator().manual_seed(derive_seed(seed, "augment"))
     batch_device = _batch_device(device)
 
@@ -183,8 +177,8 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
     for iteration in range(1, budget.max_iterations + 1):
         model.train()
         index = sampler.next_batch()
-        batch = train_batch(train_set, index.numpy(), protocol.images, augment_rng, device=batch_device)
-        labels = to_device(train_labels[index], batch_device)
+        batch = modality.training_batch(train_set, index.numpy(), protocol, augment_rng, batch_device)
+        labels = train_labels[index] if batch_device is None else train_labels[index].to(batch_device)
         with _forward_precision(protocol, device):
             embeddings = model(_laid_out(batch, protocol))
             with _loss_code(loss_name, f"its forward at iteration {iteration}"):

@@ -13,10 +13,10 @@ import torch
 import harness.search
 import losses
 from harness.benchmark import default_storage, loss_section, run_benchmark, run_key
-from harness.data import dataset_version, load_dataset
 from harness.diagnostics import DIAGNOSTICS
 from harness.errors import LossNotFinite
 from harness.evaluate import METRICS, MODES
+from harness.image.data import dataset_version, load_dataset
 from harness.per_query import array_name, load_per_query
 from harness.search import FAIL_REASON, counted_trials, run_search
 from harness.splits import class_disjoint_split

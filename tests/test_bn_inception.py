@@ -13,7 +13,8 @@ import pytest
 import timm
 import torch
 
-from harness.backbones import (
+from harness.errors import HarnessError
+from harness.image.backbones import (
     available_backbones,
     bn_inception,
     check_backbone_name,
@@ -21,10 +22,9 @@ from harness.backbones import (
     load_weights,
     weight_metadata,
 )
-from harness.errors import HarnessError
 
-# `harness.backbones.bn_inception` is the re-exported function; the module is in sys.modules
-bn_module = importlib.import_module("harness.backbones.bn_inception")
+# `harness.image.backbones.bn_inception` is the re-exported function; the module is in sys.modules
+bn_module = importlib.import_module("harness.image.backbones.bn_inception")
 
 BGR_MEAN = torch.tensor([104.0, 117.0, 128.0]).view(1, 3, 1, 1)
 

@@ -110,7 +110,7 @@ def test_if_missing_skips_a_loss_already_run_under_the_protocol(tmp_path, capsys
     from record_factory import make_record, save
 
     from harness.benchmark import completed_run, loss_section, run_key
-    from harness.data import dataset_version
+    from harness.image.data import dataset_version
     from harness.protocol import load_protocol
 
     quick = load_protocol("quick")

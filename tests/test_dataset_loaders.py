@@ -22,9 +22,9 @@ from dataset_fixtures import (
 from PIL import Image, UnidentifiedImageError
 from scipy.io import savemat
 
-from harness.data import cars196, cub200, folder, inshop, sop
-from harness.data.listing import ImageList
 from harness.errors import HarnessError
+from harness.image.data import cars196, cub200, folder, inshop, sop
+from harness.image.data.listing import ImageList
 
 
 def _one_line(excinfo: pytest.ExceptionInfo) -> str:

@@ -15,8 +15,8 @@ from dataset_fixtures import corrupt_image, make_cars, make_csv_set, make_cub, m
 from test_download import server  # noqa: F401  (the local HTTP server fixture)
 
 from harness.cli import main
-from harness.data import cub200
-from harness.data.listing import Archive
+from harness.image.data import cub200
+from harness.image.data.listing import Archive
 
 SMOKE = ["--protocol", "smoke"]
 
@@ -206,7 +206,7 @@ def test_unknown_backbone_is_caught_before_any_write(tmp_path, capsys):
 
 def test_weights_that_do_not_fit_name_the_first_mismatch(tmp_path, capsys):
     make_cub(tmp_path / "data")
-    from harness.backbones import bn_inception
+    from harness.image.backbones import bn_inception
 
     state = bn_inception().state_dict()
     state["conv1_7x7_s2.weight"] = torch.zeros(64, 3, 5, 5)

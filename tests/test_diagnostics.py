@@ -99,7 +99,7 @@ def test_collapse_flag(history, expected):
 
 
 def _train(protocol, data_root, **kw):
-    from harness.data import load_dataset
+    from harness.image.data import load_dataset
     from harness.splits import class_disjoint_split
     from harness.train import train_fold
 

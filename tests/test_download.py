@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness.data import download
-from harness.data.download import download_dataset, fetch, md5sum, unpack
-from harness.data.listing import Archive
 from harness.errors import HarnessError
+from harness.image.data import download
+from harness.image.data.download import download_dataset, fetch, md5sum, unpack
+from harness.image.data.listing import Archive
 
 ARCHIVE_NAME = "CUB_200_2011.tgz"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data import glyphs
 from harness.errors import HarnessError
+from harness.image.data import glyphs
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ from dataset_fixtures import corrupt_image, make_image_folder
 from PIL import Image
 from torchvision.transforms import v2
 
-import harness.data.cache as cache_module
-from harness.data import ImageSet
-from harness.data.cache import ImageCache, build_cache, cache_folder, decode_resized, resized_size
-from harness.data.folder import load_own
+import harness.image.data.cache as cache_module
 from harness.errors import HarnessError
+from harness.image.data import ImageSet
+from harness.image.data.cache import ImageCache, build_cache, cache_folder, decode_resized, resized_size
+from harness.image.data.folder import load_own
+from harness.image.transforms import eval_batch, random_resized_crop_box, train_batch
 from harness.protocol import load_protocol
-from harness.transforms import eval_batch, random_resized_crop_box, train_batch
 
 
 def _image_set(images, cache) -> ImageSet:

@@ -512,8 +512,8 @@ def test_score_files_errors_name_the_files(tmp_path):
 
 def test_query_gallery_test_stage_scores_queries_against_the_gallery_only():
     """In-Shop: the test stage scores the official queries against the official gallery, never query vs query."""
-    from harness.data import ImageSet
     from harness.evaluate import _scores
+    from harness.image.data import ImageSet
 
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(12, 4)).astype(np.float32)

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from dataset_fixtures import make_image_folder
 from torchvision.transforms.v2 import functional as TF
 
-from harness.data import ImageSet, load_dataset
-from harness.data.cache import build_cache
-from harness.data.folder import load_own
 from harness.errors import HarnessError
+from harness.image.data import ImageSet, load_dataset
+from harness.image.data.cache import build_cache
+from harness.image.data.folder import load_own
+from harness.image.transforms import eval_batch, random_resized_crop_box, to_device, train_batch
 from harness.protocol import load_protocol
 from harness.splits import class_disjoint_split
 from harness.train import build_model, embed, train_fold
-from harness.transforms import eval_batch, random_resized_crop_box, to_device, train_batch
 
 CUDA = torch.cuda.is_available()
 

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from harness.benchmark import loss_section, run_benchmark, run_key
-from harness.data import dataset_version
 from harness.errors import HarnessError
+from harness.image.data import dataset_version
 from harness.protocol import protocol_from_dict
 from harness.studies.storage import open_storage
 from harness.studies.study import StudyIdentity, join_study

@@ -7,8 +7,8 @@ from record_factory import make_record, save
 
 from harness.benchmark import run_benchmark
 from harness.cli import main
-from harness.data import dataset_version
 from harness.errors import HarnessError
+from harness.image.data import dataset_version
 from harness.reproduce import Reproduction, figures, reproduce
 
 

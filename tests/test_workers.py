@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import OperationalError
 
 from harness.benchmark import loss_section, run_key
-from harness.data import dataset_version, load_dataset
 from harness.evaluate import units_study_name
+from harness.image.data import dataset_version, load_dataset
 from harness.protocol import load_protocol
 from harness.studies.storage import open_storage
 from harness.studies.study import StudyIdentity, join_study

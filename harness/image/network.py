@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.backbones import create_backbone
+from harness.image.backbones import create_backbone
 from harness.protocol import ModelSettings
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from harness.backbones import bn_inception as _bn_inception_module
-from harness.backbones import weights
-from harness.backbones.bn_inception import bn_inception  # the function now shadows the submodule's name here
-from harness.backbones.weights import one_line
 from harness.errors import HarnessError
+from harness.image.backbones import bn_inception as _bn_inception_module
+from harness.image.backbones import weights
+from harness.image.backbones.bn_inception import bn_inception  # the function now shadows the submodule's name here
+from harness.image.backbones.weights import one_line
 
 __all__ = ["available_backbones", "bn_inception", "check_backbone_name", "create_backbone", "fit_state_dict",
            "load_weights", "weight_metadata"]

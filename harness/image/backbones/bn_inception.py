@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.backbones.weights import fit_state_dict, load_weights
 from harness.errors import HarnessError
+from harness.image.backbones.weights import fit_state_dict, load_weights
 
 __all__ = ["IMAGENET_WEIGHTS", "BNInception", "PretrainedWeights", "bn_inception", "input_side_fits"]
 

@@ -18,7 +18,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from harness.dataset_names import EMBEDDED, IMAGE_DATASETS, available_datasets
+from harness.dataset_names import EMBEDDED, IMAGE_DATASETS, available_datasets, check_dataset_name, dataset_label
 from harness.errors import HarnessError
 
 __all__ = ["ImageSet", "available_datasets", "check_dataset_name", "dataset_label", "default_data_root",
@@ -48,6 +48,8 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    kind = "image"  # its modality (harness.modality)
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -73,32 +75,7 @@ def _cache_dir(root: Path) -> Path:
 def _module(name: str) -> ModuleType:
     import importlib
 
-    return importlib.import_module(f"harness.data.{name}")
-
-
-def _is_path(name: str) -> bool:
-    return "/" in name or name.endswith(".csv") or name.startswith(".") or Path(name).exists()
-
-
-def check_dataset_name(name: str) -> None:
-    """A known name, or a path to an image folder or a CSV that exists."""
-    if name in available_datasets():
-        return
-    if _is_path(name):
-        if not Path(name).exists():
-            raise HarnessError(f"dataset path not found: {name} (a folder with one subfolder per class, "
-                               "or a CSV with columns path,label)")
-        return
-    raise HarnessError(f"unknown dataset '{name}'; known datasets: {', '.join(available_datasets())} "
-                       "(or a path to an image folder with one subfolder per class, or a .csv with path,label)")
-
-
-def dataset_label(name: str) -> str:
-    """The name records and tables use: a known name, a folder's name or a CSV file's stem."""
-    if name in available_datasets():
-        return name
-    path = Path(name).expanduser().resolve()
-    return path.stem if path.is_file() else path.name
+    return importlib.import_module(f"harness.image.data.{name}")
 
 
 def list_images(name: str, root: Path | None = None):
@@ -108,7 +85,7 @@ def list_images(name: str, root: Path | None = None):
         raise HarnessError("glyphs is rendered, not read from image files")
     if name in IMAGE_DATASETS:
         return _module(name).load(Path(root or default_data_root()) / name)
-    from harness.data.folder import load_own
+    from harness.image.data.folder import load_own
 
     return load_own(Path(name).expanduser())
 
@@ -118,7 +95,7 @@ def dataset_version(name: str, *, image_size: int, root: Path | None = None) -> 
     root = Path(root or default_data_root())
     if name == EMBEDDED:
         return _load_glyphs(root, image_size).version
-    from harness.data.listing import content_version
+    from harness.image.data.listing import content_version
 
     return content_version(list_images(name, root), _cache_dir(root))
 
@@ -135,8 +112,8 @@ def load_dataset(name: str, *, image_size: int, resize: int = 0, root: Path | No
         raise HarnessError(f"dataset {dataset_label(name)} is read from image files: its protocol needs "
                            "images.transform = \"resized_crop\" and images.resize (e.g. protocol smoke or "
                            "reality_check)")
-    from harness.data.cache import build_cache
-    from harness.data.listing import content_version
+    from harness.image.data.cache import build_cache
+    from harness.image.data.listing import content_version
 
     images = list_images(name, root)
     warning = images.count_warning()
@@ -153,7 +130,7 @@ def load_dataset(name: str, *, image_size: int, resize: int = 0, root: Path | No
 
 
 def _load_glyphs(root: Path, image_size: int) -> ImageSet:
-    from harness.data.glyphs import load_glyphs
+    from harness.image.data.glyphs import load_glyphs
 
     arrays = load_glyphs(root / EMBEDDED, image_size=image_size)
     images = torch.from_numpy(np.ascontiguousarray(arrays.images)).unsqueeze(1)
@@ -165,7 +142,7 @@ def fetch_dataset(name: str, root: Path | None = None, *, progress: bool = True)
     """Fetch, check and unpack a standard dataset into `<root>/<name>/`, or say how to get it by hand."""
     if name not in IMAGE_DATASETS:
         raise HarnessError(f"unknown dataset '{name}' to download; known: {', '.join(IMAGE_DATASETS)}")
-    from harness.data.download import download_dataset
+    from harness.image.data.download import download_dataset
 
     module = _module(name)
     return download_dataset(name, module.ARCHIVES, Path(root or default_data_root()) / name,
@@ -174,8 +151,8 @@ def fetch_dataset(name: str, root: Path | None = None, *, progress: bool = True)
 
 def describe_datasets(root: Path | None = None) -> list[dict]:
     """Every known dataset: present or not, where it looked, counts, official or not, version."""
-    from harness.data.glyphs import FACES, common_characters
-    from harness.data.listing import content_version
+    from harness.image.data.glyphs import FACES, common_characters
+    from harness.image.data.listing import content_version
 
     root = Path(root or default_data_root())
     classes = len(common_characters())

@@ -26,8 +26,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness.atomic import atomic_open
-from harness.data.listing import ImageList
 from harness.errors import HarnessError
+from harness.image.data.listing import ImageList
 
 __all__ = ["ImageCache", "build_cache", "resized_size", "decode_resized"]
 

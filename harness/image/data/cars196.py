@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.listing import Archive, ImageList, check_files_exist, class_positions, missing_dataset
 from harness.errors import HarnessError
+from harness.image.data.listing import Archive, ImageList, check_files_exist, class_positions, missing_dataset
 
 __all__ = ["NAME", "OFFICIAL_IMAGES", "OFFICIAL_CLASSES", "ARCHIVES", "HOW_TO_GET", "locate", "load"]
 

@@ -27,8 +27,8 @@ from pathlib import Path, PureWindowsPath
 from tqdm.auto import tqdm
 
 from harness.atomic import write_atomic
-from harness.data.listing import Archive
 from harness.errors import HarnessError
+from harness.image.data.listing import Archive
 
 __all__ = ["fetch", "md5sum", "unpack", "download_dataset"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path, PurePosixPath
 
-from harness.data.listing import ImageList, check_files_exist, class_positions
 from harness.errors import HarnessError
+from harness.image.data.listing import ImageList, check_files_exist, class_positions
 
 __all__ = ["IMAGE_EXTENSIONS", "load_folder", "load_csv", "load_own"]
 

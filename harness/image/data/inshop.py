@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.listing import (
+from harness.errors import HarnessError
+from harness.image.data.listing import (
     Archive,
     ImageList,
     check_files_exist,
@@ -29,7 +30,6 @@ from harness.data.listing import (
     missing_dataset,
     read_lines,
 )
-from harness.errors import HarnessError
 
 __all__ = ["NAME", "OFFICIAL_IMAGES", "OFFICIAL_CLASSES", "ARCHIVES", "HOW_TO_GET", "locate", "load"]
 

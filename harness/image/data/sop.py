@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.data.listing import (
+from harness.errors import HarnessError
+from harness.image.data.listing import (
     Archive,
     ImageList,
     check_files_exist,
@@ -25,7 +26,6 @@ from harness.data.listing import (
     missing_dataset,
     read_lines,
 )
-from harness.errors import HarnessError
 
 __all__ = ["NAME", "OFFICIAL_IMAGES", "OFFICIAL_CLASSES", "ARCHIVES", "HOW_TO_GET", "locate", "load"]
 
