@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 
 LOSS ?=
 DATASET ?= glyphs
-PROTOCOL ?= quick
+# empty: the dataset's kind picks it (quick for images, text_quick for text)
+PROTOCOL ?=
 TRIALS ?=
 REPS ?=
 SEED ?=
@@ -21,11 +22,11 @@ REPORTS ?=
 LOCATION_OPTS := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)") $(if $(RESULTS),--results "$(RESULTS)") \
 	$(if $(REPORTS),--reports "$(REPORTS)")
 # everything but the loss, shared by `benchmark` (one loss) and `zoo` (all of them)
-BENCH_OPTS := --dataset "$(DATASET)" --protocol "$(PROTOCOL)" \
+BENCH_OPTS := --dataset "$(DATASET)" $(if $(PROTOCOL),--protocol "$(PROTOCOL)") \
 	$(if $(TRIALS),--trials $(TRIALS)) $(if $(REPS),--reps $(REPS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(STORAGE),--storage "$(STORAGE)") $(if $(JOBS),--jobs $(JOBS)) $(LOCATION_OPTS)
 
-.PHONY: benchmark worker zoo test leaderboard report datasets lint bench-metrics bench-losses bench-data bench-training bench-gpu bench-workers clean-venv lock
+.PHONY: benchmark worker zoo test leaderboard report datasets lint bench-metrics bench-losses bench-data bench-training bench-text bench-gpu bench-workers clean-venv lock
 
 # The environment is pinned: requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra) hold the
 # exact versions, with hashes, that the committed results were made with; the project itself goes in editable on top,
@@ -114,6 +115,11 @@ bench-data: $(VENV)/.dev
 
 bench-training: $(VENV)/.dev
 	$(BIN)/python benchmarks/training.py
+
+# the harness's text path (cache + untrained network) against SentenceTransformer.encode, the cache build rate and
+# text_quick training iterations/s, torch on 1 thread (a few minutes on a laptop)
+bench-text: $(VENV)/.dev
+	$(BIN)/python benchmarks/text.py
 
 # 1, 2, 4 and 8 reality-check trainings side by side on one GPU, float32, bfloat16 and channels_last
 # (a few minutes on an H200); without CUDA it says so and exits 0

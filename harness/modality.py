@@ -80,8 +80,10 @@ class Modality(Interface):
         """The network's input for the items at `index` (positions in `items`), augmented where the kind
         augments; `device` None is the reference CPU path."""
 
-    def evaluation_batches(self, items: Items, protocol: Protocol, device: torch.device | None) -> Iterator[Any]:
-        """The network's inputs for every item in order, never augmented, a batch at a time."""
+    def evaluation_batches(self, items: Items, protocol: Protocol,
+                           device: torch.device | None) -> Iterator[tuple[np.ndarray, Any]]:
+        """(positions, the network's input for the items at those positions), never augmented, a batch at a time,
+        until every item has come once; in whatever order the kind embeds fastest (text: by length)."""
 
     def check_fits(self, items: Items, split: Split, protocol: Protocol) -> None:
         """That the network takes these items: built once, one batch through it."""

@@ -64,6 +64,9 @@ class OptimizerSettings:
     loss_lr: float = 1e-3  # default for a loss's own parameters (proxies); a loss may search its own
     weight_decay: float = 1e-4
     momentum: float = 0.9  # used by rmsprop and sgd only
+    # if set, every learning rate rises linearly from 1/warmup_iterations of itself to itself over the first
+    # this-many iterations (sentence-transformers' trainer warms up by default), then stays
+    warmup_iterations: int = field(default=0, metadata=ADDED)
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,7 @@ def _validate(p: Protocol, source: str) -> None:
          "images.crop_ratio_min must be in (0, crop_ratio_max]"),
         (p.images.channel_order in CHANNEL_ORDERS, f"images.channel_order must be one of {', '.join(CHANNEL_ORDERS)}"),
         (p.images.pixel_range in (1.0, 255.0), "images.pixel_range must be 1.0 or 255.0"),
+        (p.optimizer.warmup_iterations >= 0, "optimizer.warmup_iterations must not be negative"),
         (p.budget.patience_iterations >= 0, "budget.patience_iterations must not be negative"),
         (p.budget.max_iterations > 0, "budget.max_iterations must be positive"),
         (0 < p.budget.validation_interval <= p.budget.max_iterations,

@@ -86,11 +86,14 @@ def embed(model: torch.nn.Module, data: Items, protocol: Protocol, *, device: to
     not there yet."""
     device = device or default_device()
     model = _placed(model, protocol, device).eval()
-    parts = []
-    for batch in room_of(data).evaluation_batches(data, protocol, _batch_device(device)):
+    out = None
+    for positions, batch in room_of(data).evaluation_batches(data, protocol, _batch_device(device)):
         with _forward_precision(protocol, device):
-            parts.append(model(_laid_out(batch, protocol)).float().cpu())
-    return torch.cat(parts).numpy()
+            embeddings = model(_laid_out(batch, protocol)).float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(data), embeddings.shape[1]), dtype=np.float32)
+        out[positions] = embeddings
+    return out
 
 
 def _optimizer(settings: OptimizerSettings, groups: list[dict]) -> torch.optim.Optimizer:
@@ -168,6 +171,9 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
         {"params": list(model.embedder.parameters()), "lr": protocol.optimizer.embedder_lr},
         {"params": [p for p in criterion.parameters() if p.requires_grad], "lr": loss_lr},
     ])
+    warmup = protocol.optimizer.warmup_iterations
+    schedule = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+                if warmup else None)
     sampler = make_sampler(train_labels, protocol.batch, seed=derive_seed(seed, "sampler"))
     augment_rng = torch.Generator().manual_seed(derive_seed(seed, "augment"))
     batch_device = _batch_device(device)
@@ -196,6 +202,8 @@ def train_fold(*, protocol: Protocol, loss_name: str, hparams: dict, train_set: 
             raise TrainingNotFinite(f"loss '{loss_name}' with {hparams} gave non-finite gradients at iteration "
                                     f"{iteration} (its value was {loss.item()})", "gradients non-finite")
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if iteration % budget.validation_interval and iteration != budget.max_iterations:
             continue
         if not _finite([p.detach() for p in model.parameters()]):

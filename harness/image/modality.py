@@ -66,14 +66,14 @@ class ImageModality:
         return train_batch(items, index, protocol.images, rng, device=device)
 
     def evaluation_batches(self, items, protocol: Protocol, device: torch.device | None,
-                           batch_size: int | None = None) -> Iterator[torch.Tensor]:
-        """Read from the pixels a batch at a time, so the set is never copied to the device whole."""
+                           batch_size: int | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Read from the pixels a batch at a time, in order, so the set is never copied to the device whole."""
         from harness.image.transforms import eval_batch
 
         batch_size = batch_size or (512 if protocol.images.transform == "affine" else 64)
         for start in range(0, len(items), batch_size):
-            yield eval_batch(items, np.arange(start, min(start + batch_size, len(items))), protocol.images,
-                             device=device)
+            positions = np.arange(start, min(start + batch_size, len(items)))
+            yield positions, eval_batch(items, positions, protocol.images, device=device)
 
     def check_fits(self, items, split, protocol: Protocol) -> None:
         from harness.image.transforms import eval_batch

@@ -42,6 +42,12 @@ class TextFeatures:
     tokens: np.ndarray | None = None
     offsets: np.ndarray | None = None
 
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        """Tokens per text (1 for pooled features)."""
+        if self.offsets is None:
+            return np.ones(len(rows), dtype=np.int64)
+        return self.offsets[rows + 1] - self.offsets[rows]
+
     def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(states, mask) of the texts at `rows`: pooled [B, D] with no mask, or token states padded to the
         longest text [B, T, D] with the attention mask [B, T]."""
@@ -99,11 +105,24 @@ def token_states(model, texts: Sequence[str], layer: int, max_seq_length: int = 
             batch = [texts[i] for i in chosen]
             features = model.preprocess(batch) if hasattr(model, "preprocess") else model.tokenize(batch)
             inputs = {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            states = transformer(**inputs, output_hidden_states=True).hidden_states[layer]
+            states = _first_layers(transformer, inputs, layer)
             lengths = inputs["attention_mask"].sum(dim=1).tolist()
             for row, (i, length) in enumerate(zip(chosen, lengths, strict=True)):
                 out[i] = states[row, :length].float().numpy().copy()
     return out
+
+
+def _first_layers(transformer, inputs: dict, layer: int) -> torch.Tensor:
+    """The token states after `layer` layers, running only those (a BERT-family encoder: embeddings, then
+    `encoder.layer`, as its own forward runs them)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    states = transformer.embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids"))
+    mask = create_bidirectional_mask(config=transformer.config, inputs_embeds=states,
+                                     attention_mask=inputs["attention_mask"])
+    for block in transformer.encoder.layer[:layer]:
+        states = block(states, mask)
+    return states
 
 
 def _chunk_path(directory: Path, index: int) -> Path:

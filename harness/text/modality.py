@@ -14,7 +14,7 @@ from harness.protocol import Protocol
 
 __all__ = ["TEXT", "TextModality", "EVAL_BATCH"]
 
-EVAL_BATCH = 256
+EVAL_BATCH = 64
 
 
 def _root(root: Path | None) -> Path:
@@ -63,7 +63,12 @@ class TextModality:
         table = self._table(dataset, root)
         text = protocol.text
         encoder = load_encoder(text.encoder)
-        num_layers = encoder[0].auto_model.config.num_hidden_layers
+        transformer = encoder[0].auto_model
+        num_layers = transformer.config.num_hidden_layers
+        if text.trained_layers and not (hasattr(transformer, "embeddings") and hasattr(transformer, "encoder")):
+            raise HarnessError(f"protocol {protocol.name}: [text] trained_layers needs a BERT-family encoder "
+                               f"(embeddings, then encoder.layer); {text.encoder} is a {type(transformer).__name__}: "
+                               "train a head on its sentence embeddings instead (trained_layers = 0, head_hidden)")
         if text.trained_layers > num_layers:
             raise HarnessError(f"protocol {protocol.name}: [text] trained_layers is {text.trained_layers}, but the "
                                f"encoder {text.encoder} has {num_layers} layers")
@@ -88,16 +93,19 @@ class TextModality:
         return _on(items.features.batch(items.rows[index]), device)  # text is never augmented
 
     def evaluation_batches(self, items, protocol: Protocol, device: torch.device | None) -> Iterator:
+        """Texts of similar length together, as sentence-transformers batches them, so little is padded."""
+        order = np.argsort(-items.features.lengths(items.rows), kind="stable")
         for start in range(0, len(items), EVAL_BATCH):
-            yield _on(items.features.batch(items.rows[start:start + EVAL_BATCH]), device)
+            positions = order[start:start + EVAL_BATCH]
+            yield positions, _on(items.features.batch(items.rows[positions]), device)
 
     def check_fits(self, items, split, protocol: Protocol) -> None:
         from harness.seeding import seed_everything
 
         seed_everything(0)
         with torch.no_grad():
-            self.build_network(protocol, items).eval()(next(self.evaluation_batches(items.subset([0]), protocol,
-                                                                                   None)))
+            _, batch = next(self.evaluation_batches(items.subset([0]), protocol, None))
+            self.build_network(protocol, items).eval()(batch)
 
 
 def _on(batch, device: torch.device | None):
