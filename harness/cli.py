@@ -251,14 +251,16 @@ def _splits(args: argparse.Namespace) -> None:
 
 
 def _datasets(args: argparse.Namespace) -> None:
-    from harness.image.data import describe_datasets, fetch_dataset
+    from harness.image.data import fetch_dataset
+    from harness.modality import rooms
 
     if args.action == "download":
         for path in fetch_dataset(args.name, args.data_root, progress=not args.no_progress):
             print(path)
         return
-    for row in describe_datasets(args.data_root):
-        print(f"{row['name']}: {_dataset_line(row)}")
+    for room in rooms():
+        for row in room.describe(args.data_root):
+            print(f"{row['name']}: {_dataset_line(row)}")
 
 
 def _dataset_line(row: dict) -> str:
@@ -267,6 +269,8 @@ def _dataset_line(row: dict) -> str:
         return f"embedded ({row['where']}), {row['images']:,} images, {row['classes']:,} classes"
     if not row["present"]:
         return f"missing: looked in {row['where']}; {row['how_to_get']}"
+    if "summary" in row:  # a kind that words its own line
+        return row["summary"]
     if "problem" in row:
         return f"present in {row['where']} but unusable: {row['problem']}"
     official = ("official" if row["official"] else

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from harness.protocol import Protocol
     from harness.splits import Split
 
-__all__ = ["Items", "Modality", "modality_named", "modality_of", "room_of", "check_kind"]
+__all__ = ["Items", "Modality", "rooms", "modality_named", "modality_of", "room_of", "check_kind"]
 
 class Items(Interface):
     """A dataset's items as the engine sees them: class positions 0..n-1 in class order, and nothing
@@ -65,6 +65,10 @@ class Modality(Interface):
     def load(self, dataset: str, protocol: Protocol, *, root: Path | None, progress: bool) -> Items:
         """The items, ready to train on (decoded or encoded into the kind's cache where it has one)."""
 
+    def describe(self, root: Path | None) -> list[dict]:
+        """Each dataset of this kind the harness knows by name: present or not, where, counts, version
+        (`harness datasets`: name, present, where, classes, items, version; how_to_get when missing)."""
+
     def classes(self, dataset: str, *, root: Path | None) -> tuple[tuple[str, ...], int | None]:
         """(class names in position order, the trainval classes the dataset fixes or None), nothing decoded."""
 
@@ -94,6 +98,11 @@ def _rooms() -> list[Modality]:
     from harness.text.modality import TEXT
 
     return [TEXT, IMAGE]
+
+
+def rooms() -> list[Modality]:
+    """Every modality, images first (the order `harness datasets` lists them in)."""
+    return _rooms()[::-1]
 
 
 def modality_named(kind: str) -> Modality:

@@ -232,3 +232,13 @@ def test_a_text_benchmark_runs_to_a_row(tmp_path, capsys):
     assert code == 0 and "| batch_semi_hard |" in out
     record = json.loads(next((tmp_path / "results" / "runs").glob("*/record.json")).read_text())
     assert record["protocol"]["input"]["kind"] == "text" and record["dataset"]["name"] == "small"
+
+
+def test_datasets_lists_wordnet_and_splits_names_its_classes(capsys):
+    assert main(["datasets"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("wordnet:"))
+    assert "embedded text" in line and "2,098 classes" in line and "version wordnet-" in line
+    assert main(["splits", "--dataset", "wordnet"]) == 0
+    split = json.loads(capsys.readouterr().out)
+    names, _ = TEXT.classes("wordnet", root=Path("datasets"))
+    assert split["classes"] == list(names) and split["test"][0] == len(names) // 2

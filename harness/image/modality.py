@@ -40,6 +40,11 @@ class ImageModality:
         return load_dataset(dataset, image_size=protocol.images.image_size, resize=protocol.images.resize,
                             root=root, progress=progress)
 
+    def describe(self, root: Path | None) -> list[dict]:
+        from harness.image.data import describe_datasets
+
+        return describe_datasets(root)
+
     def classes(self, dataset: str, *, root: Path | None) -> tuple[tuple[str, ...], int | None]:
         from harness.image.data import list_images
         from harness.image.data.glyphs import class_name, common_characters

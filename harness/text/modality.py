@@ -49,6 +49,23 @@ class TextModality:
         path, embedded = locate_text_set(dataset, _root(root))
         return read_text_table(path, name=dataset_label(dataset), official=embedded, sort_classes=not embedded)
 
+    def describe(self, root: Path | None) -> list[dict]:
+        from harness.text.data import wordnet_path
+
+        rows = []
+        for name in TEXT_DATASETS:
+            row = {"name": name, "present": wordnet_path(_root(root)).is_file(),
+                   "where": str(wordnet_path(_root(root))), "version": None,
+                   "how_to_get": f"it is committed with the repository (datasets/{name}/); rebuild it with "
+                                 "`python -m harness.text.wordnet_build` from Debian's wordnet-base"}
+            if row["present"]:
+                table = self._table(name, root)
+                row.update(items=len(table.texts), classes=len(table.class_names), version=table.version,
+                           summary=f"embedded text ({row['where']}), {len(table.texts):,} texts, "
+                                   f"{len(table.class_names):,} classes, version {table.version}")
+            rows.append(row)
+        return rows
+
     def classes(self, dataset: str, *, root: Path | None) -> tuple[tuple[str, ...], int | None]:
         return self._table(dataset, root).class_names, None
 
