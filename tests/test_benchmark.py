@@ -260,7 +260,7 @@ def test_quick_protocol_trains_batch_hard_well_past_the_untrained_network(data_r
     trained = harness.train.train_fold(protocol=quick, loss_name="batch_hard",
                                        hparams=dict(losses.info("batch_hard").defaults),
                                        train_set=train_set, val_set=val_set, seed=0)
-    untrained = harness.train.build_model(quick, in_chans=val_set.channels, seed=0).eval()
+    untrained = harness.train.build_model(quick, val_set, seed=0).eval()
     baseline = retrieval_metrics(harness.train.embed(untrained, val_set, quick, device=torch.device("cpu")),
                                  val_set.labels.numpy())["map_at_r"]
     assert trained.best_val_map_at_r >= 1.5 * baseline, (trained.best_val_map_at_r, baseline)

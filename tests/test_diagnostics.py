@@ -123,9 +123,9 @@ def test_a_collapsing_training_is_flagged_and_keeps_its_score(tiny_protocol, dat
 
     build = harness.train.build_model
 
-    def collapsing(protocol, in_chans, seed):
+    def collapsing(protocol, items, seed):
         """The embedder's weights held at zero: every image gets its bias, one point."""
-        model = build(protocol, in_chans, seed)
+        model = build(protocol, items, seed)
         model.embedder.weight.data.zero_()
         model.embedder.weight.requires_grad_(False)
         return model

@@ -82,8 +82,8 @@ def test_channels_last_embeds_and_trains_as_the_default_does(tiny_protocol, glyp
     train_set, val_set = glyph_fold
     nhwc = _with_model(tiny_protocol, channels_last=True)
     cpu = torch.device("cpu")
-    default = embed(build_model(tiny_protocol, train_set.channels, seed=1), val_set, tiny_protocol, device=cpu)
-    model = build_model(nhwc, train_set.channels, seed=1)
+    default = embed(build_model(tiny_protocol, train_set, seed=1), val_set, tiny_protocol, device=cpu)
+    model = build_model(nhwc, train_set, seed=1)
     assert np.allclose(embed(model, val_set, nhwc, device=cpu), default, atol=1e-5)
     conv = next(p for p in model.parameters() if p.ndim == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)  # embed placed it in the protocol's format
