@@ -43,7 +43,8 @@ def test_datasets_lists_present_and_missing_sets(tmp_path, capsys):
     assert code == 0
     lines = {line.split(":", 1)[0]: line for line in out.splitlines()}
     assert set(lines) == {"glyphs", "cub200", "cars196", "sop", "inshop", "wordnet"}
-    assert re.search(r"wordnet: missing: looked in .*data/wordnet/definitions.csv.gz; it is committed", lines["wordnet"])
+    assert re.search(r"wordnet: missing: looked in .*data/wordnet/definitions.csv.gz; it is committed",
+                     lines["wordnet"])
     assert re.search(r"cub200: present in .*CUB_200_2011, 120 images, 40 classes, differs from the official counts "
                      r"\(11,788 images, 200 classes\), version cub200-[0-9a-f]{12}", lines["cub200"])
     assert re.search(r"inshop: present in .*, 144 images, 36 classes", lines["inshop"])
