@@ -15,12 +15,13 @@ from pathlib import Path
 import optuna
 
 import losses
-from harness.baseline import baseline_loss, baseline_search, is_baseline
+from harness.baseline import FLOOR_ROLE, baseline_loss, baseline_search, floor_loss, is_baseline, role_of
 from harness.dataset_names import dataset_label
 from harness.errors import HarnessError, RunFailed
 from harness.evaluate import (
     collect_test,
     failed_units,
+    floor_test,
     queue_units,
     run_test_units,
     unit_progress,
@@ -28,7 +29,7 @@ from harness.evaluate import (
     units_study_name,
 )
 from harness.jobs import THREADS_PER_TRAINING, Jobs
-from harness.modality import Items, Modality, check_kind, room_of
+from harness.modality import Items, Modality, check_kind, floor_named, room_of
 from harness.per_query import pack, write_per_query
 from harness.protocol import Protocol
 from harness.publish import publish
@@ -50,16 +51,23 @@ from harness.studies.study import FINISHED, StudyIdentity, join_study
 
 __all__ = ["RunContext", "run_benchmark", "default_storage", "check_loss_name", "check_inputs", "loss_section",
            "run_key", "completed_run", "prepare_run", "search_stage", "test_stage", "record_stage",
-           "write_record_once"]
+           "floor_stage", "write_record_once"]
 
 
 def default_storage(results_dir: Path) -> str:
     return f"sqlite:///{(Path(results_dir) / 'studies.db').resolve()}"
 
 
-def check_loss_name(loss_name: str) -> None:
-    if not is_baseline(loss_name):
+def check_loss_name(loss_name: str, modality: Modality | None = None) -> None:
+    """A loss of the zoo or a plug-in, the baseline, or a floor (of `modality`'s, where given)."""
+    if is_baseline(loss_name):
+        return
+    floor = floor_named(loss_name)
+    if floor is None:
         losses.info(loss_name)  # raises LossError listing the known losses
+    elif modality is not None and loss_name not in modality.floors:
+        found = ", ".join(modality.floors) or "none"
+        raise HarnessError(f"{loss_name} is a floor of another input kind; the {modality.name} floors: {found}")
 
 
 def check_inputs(loss_name: str, dataset: str, protocol: Protocol) -> Modality:
@@ -67,6 +75,7 @@ def check_inputs(loss_name: str, dataset: str, protocol: Protocol) -> Modality:
     Returns the dataset's modality."""
     check_loss_name(loss_name)
     modality = check_kind(dataset, protocol)
+    check_loss_name(loss_name, modality)
     modality.check_inputs(dataset, protocol)
     return modality
 
@@ -88,6 +97,9 @@ def loss_section(loss_name: str) -> dict:
     (computed here, once per run; the run key carries it from here on)."""
     if is_baseline(loss_name):
         return baseline_loss()
+    floor = floor_named(loss_name)
+    if floor is not None:
+        return floor_loss(floor.name, floor.description, floor.identity())
     summary = losses.summary(loss_name)
     return {
         "name": loss_name,
@@ -206,20 +218,41 @@ def record_stage(ctx: RunContext, test_study: optuna.Study) -> tuple[RunRecord, 
         relevant = per_query.pop("relevant")
         test_figures["per_query"] = write_per_query(ctx.results_dir / "runs" / run_id, pack(relevant, per_query))
         started_at = _started_at(ctx.store, [ctx.search_study, ctx.test_study])
-        finished = datetime.now(UTC)
-        return RunRecord(
-            run_id=run_id, status="complete", started_at=started_at, finished_at=finished.isoformat(),
-            wall_seconds=round((finished - datetime.fromisoformat(started_at)).total_seconds(), 2),
-            dataset={"name": ctx.key.dataset, "version": ctx.key.dataset_version, "official": ctx.data.official,
-                     "num_classes": ctx.data.num_classes, "num_items": len(ctx.data),
-                     "trainval_classes": len(ctx.split.trainval), "test_classes": len(ctx.split.test),
-                     "test_items": len(test_set), **ctx.data.details},
-            protocol=ctx.protocol.to_dict(), protocol_hash=ctx.protocol.hash, loss=ctx.loss,
-            split=ctx.split.as_dict(), search=ctx.search, test=test_figures, seed=ctx.protocol.search.seed,
-            environment={**ctx.environment, "jobs": ctx.jobs.jobs, "threads_per_training": THREADS_PER_TRAINING})
+        return _record(ctx, run_id, started_at, ctx.search, test_figures, jobs=ctx.jobs.jobs)
 
     return write_record_once(ctx.store, ctx.results_dir, [ctx.test_study, ctx.search_study],
                              new_run_id(ctx.key.dataset, ctx.protocol.name, ctx.key.loss), describe_run)
+
+
+def floor_stage(ctx: RunContext) -> RunRecord:
+    """A floor's whole run after prepare: fitted on the search half, scored on the test half once, recorded.
+    Nothing is searched or queued (no seed, no units), so no study is made; the record is written atomically."""
+    started = datetime.now(UTC)
+    test_set = ctx.data.subset(ctx.split.test)
+    test_figures, per_query = floor_test(floor_named(ctx.key.loss), ctx.trainval, test_set)
+    run_id = new_run_id(ctx.key.dataset, ctx.protocol.name, ctx.key.loss)
+    relevant = per_query.pop("relevant")
+    test_figures["per_query"] = write_per_query(ctx.results_dir / "runs" / run_id, pack(relevant, per_query))
+    run = _record(ctx, run_id, started.isoformat(), baseline_search(), test_figures, jobs=1)
+    write_record(ctx.results_dir, run)
+    return run
+
+
+def _record(ctx: RunContext, run_id: str, started_at: str, search: dict, test_figures: dict, *,
+            jobs: int) -> RunRecord:
+    """The run's record, finished now."""
+    test_set = ctx.data.subset(ctx.split.test)
+    finished = datetime.now(UTC)
+    return RunRecord(
+        run_id=run_id, status="complete", started_at=started_at, finished_at=finished.isoformat(),
+        wall_seconds=round((finished - datetime.fromisoformat(started_at)).total_seconds(), 2),
+        dataset={"name": ctx.key.dataset, "version": ctx.key.dataset_version, "official": ctx.data.official,
+                 "num_classes": ctx.data.num_classes, "num_items": len(ctx.data),
+                 "trainval_classes": len(ctx.split.trainval), "test_classes": len(ctx.split.test),
+                 "test_items": len(test_set), **ctx.data.details},
+        protocol=ctx.protocol.to_dict(), protocol_hash=ctx.protocol.hash, loss=ctx.loss,
+        split=ctx.split.as_dict(), search=search, test=test_figures, seed=ctx.protocol.search.seed,
+        environment={**ctx.environment, "jobs": jobs, "threads_per_training": THREADS_PER_TRAINING})
 
 
 def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_dir: Path, reports_dir: Path,
@@ -238,6 +271,9 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
     ctx = prepare_run(loss_name=loss_name, dataset=dataset, protocol=protocol, results_dir=results_dir,
                       reports_dir=reports_dir, storage=storage, data_root=data_root, progress=progress,
                       heartbeat_seconds=heartbeat_seconds, take_work=take_work, poll_seconds=poll_seconds)
+    if role_of(ctx.loss) == FLOOR_ROLE:  # no network: nothing to search, queue or share with workers
+        run = floor_stage(ctx)
+        return run, publish(ctx.results_dir, ctx.reports_dir, redraw=False)
     with ctx.store.sole_worker(ctx.key.study_name), Jobs(jobs) as ctx.jobs:
         search_stage(ctx)
         test_study = test_stage(ctx)

@@ -29,7 +29,7 @@ from harness.baseline import is_baseline
 from harness.errors import HarnessError, RunFailed, TrialFailed
 from harness.jobs import Jobs, training_threads
 from harness.metrics import retrieval_metrics, retrieval_metrics_query_reference
-from harness.modality import Items
+from harness.modality import Floor, Items
 from harness.protocol import Protocol
 from harness.run_key import RunKey
 from harness.seeding import derive_seed
@@ -39,7 +39,7 @@ from harness.studies.storage import Storage
 from harness.train import build_model, check_embeddings, embed, train_fold
 
 __all__ = ["METRICS", "MODES", "units_study_name", "units_dir", "queue_units", "run_test_units", "unit_progress",
-           "failed_units", "collect_test", "summarize"]
+           "failed_units", "collect_test", "floor_test", "summarize"]
 
 METRICS = ("precision_at_1", "r_precision", "map_at_r")
 MODES = ("separated", "concatenated")
@@ -208,6 +208,18 @@ def collect_test(study: optuna.Study, test: Items, protocol: Protocol, split: Sp
         reproductions.append({"reproduction": rep, "folds": folds, "separated": separated,
                               "concatenated": concatenated})
     return {"reproductions": reproductions, "summary": summarize(reproductions)}
+
+
+def floor_test(floor: Floor, search_half: Items, test: Items) -> tuple[dict, dict]:
+    """A floor's test figures and its per-query hits (see _scores): fitted on the search half, one embedding
+    of the test half scored once. No folds and no seed, so one reproduction, whose one model is both its
+    separated and its concatenated figure (the 95% CI, over one reproduction, is NaN)."""
+    embeddings = floor.embed(search_half, test)
+    check_embeddings(embeddings, f"the test embeddings of floor {floor.name}")
+    per_query: dict = {}
+    figures = _scores(embeddings, test, per_query, (0, "concatenated"))
+    reproductions = [{"reproduction": 0, "folds": [], "separated": dict(figures), "concatenated": figures}]
+    return {"reproductions": reproductions, "summary": summarize(reproductions)}, per_query
 
 
 def summarize(reproductions: list[dict]) -> dict:

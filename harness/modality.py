@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from harness.protocol import Protocol
     from harness.splits import Split
 
-__all__ = ["Items", "Modality", "rooms", "modality_named", "modality_of", "room_of", "check_kind"]
+__all__ = ["Items", "Floor", "Modality", "rooms", "modality_named", "modality_of", "room_of", "check_kind",
+           "floor_named"]
 
 class Items(Interface):
     """A dataset's items as the engine sees them: class positions 0..n-1 in class order, and nothing
@@ -49,12 +50,26 @@ class Items(Interface):
     def subset(self, classes: Sequence[int]) -> Items: ...
 
 
+class Floor(Interface):
+    """A reference row without a network (text: TF-IDF): fitted on the search half, it embeds the test half.
+    No hyperparameters and no seed, so it runs once; its identity is its code's (a changed floor is stale)."""
+
+    name: str
+    description: str
+
+    def identity(self) -> str: ...
+
+    def embed(self, search_half: Items, test: Items) -> np.ndarray:
+        """The test half's embeddings [items, dimensions] (float32), fitted on `search_half` alone."""
+
+
 class Modality(Interface):
     """One input kind. `name` is what a protocol's `[input] kind` says; `default_protocol` what a dataset
-    of this kind runs when no protocol is named."""
+    of this kind runs when no protocol is named; `floors` its reference rows without a network, by name."""
 
     name: str
     default_protocol: str
+    floors: dict[str, Floor]
 
     def owns(self, dataset: str) -> bool:
         """Whether a dataset name or path is of this kind (without reading more than a header)."""
@@ -121,6 +136,11 @@ def modality_of(dataset: str) -> Modality:
     """The kind a dataset (a known name or a path) belongs to."""
     check_dataset_name(dataset)
     return next(room for room in _rooms() if room.owns(dataset))  # text first: images own every other path
+
+
+def floor_named(name: str) -> Floor | None:
+    """The floor of that name, of whichever modality has it; None for every other name."""
+    return next((room.floors[name] for room in _rooms() if name in room.floors), None)
 
 
 def check_kind(dataset: str, protocol: Protocol) -> Modality:

@@ -47,8 +47,13 @@ def figures(record: RunRecord) -> dict[str, object]:
     return found
 
 
+def _missing(value: object) -> bool:
+    """None or NaN: a record's JSON writes a NaN (a CI over one reproduction) as null."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _same(a: object, b: object) -> bool:
-    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    return a == b or (_missing(a) and _missing(b))
 
 
 def _machine(record: RunRecord) -> str:
@@ -108,7 +113,7 @@ def _checked_inputs(record: RunRecord, dataset: str | None, data_root: Path | No
     (HarnessError, with the reason) what no longer matches."""
     import losses
     from harness.baseline import is_baseline
-    from harness.image.data import dataset_version
+    from harness.modality import floor_named, modality_of
     from harness.protocol import protocol_from_dict
 
     protocol = protocol_from_dict(record.protocol, source=f"the protocol of run {record.run_id}")
@@ -120,13 +125,14 @@ def _checked_inputs(record: RunRecord, dataset: str | None, data_root: Path | No
         if record.key.loss_identity is None:
             raise HarnessError(f"cannot reproduce {record.run_id}: it was recorded before loss identities "
                                "(schema 1), so which code of the loss made it is unknown")
-        now = losses.identity(loss)
+        floor = floor_named(loss)
+        now = floor.identity() if floor is not None else losses.identity(loss)
         if now != record.key.loss_identity:
             raise HarnessError(f"cannot reproduce {record.run_id}: the code of loss {loss} has changed since "
                                f"(identity {record.key.loss_identity[:12]} in the record, {now[:12]} here); "
                                f"check out commit {record.environment.get('git_commit') or '?'} to rerun it")
     name = dataset or record.key.dataset
-    version = dataset_version(name, image_size=protocol.images.image_size, root=data_root)
+    version = modality_of(name).version(name, protocol, root=data_root)
     if version != record.key.dataset_version:
         raise HarnessError(f"cannot reproduce {record.run_id}: dataset {name} is version {version} here, "
                            f"{record.key.dataset_version} in the record")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.baseline import BASELINE, is_baseline
+from harness.baseline import BASELINE_ROLE, FLOOR_ROLE, LOSS_ROLE, role_of
 from harness.errors import HarnessError
 from harness.evaluate import METRICS, MODES
 from harness.per_query import array_name, load_per_query
@@ -27,10 +27,12 @@ from harness.significance import ALPHA, bootstrap_means, difference, holm, ranks
 
 __all__ = ["leaderboard_tables", "table_stem", "concatenated_ap", "SIGNIFICANCE_COLUMNS", "Currency"]
 METRIC_COLUMNS = [f"{mode}_{metric}_{stat}" for mode in MODES for metric in METRICS for stat in ("mean", "ci95")]
-# Against the table's best loss (by concatenated MAP@R mean) and within the whole table; see
-# harness.significance. Empty for rows whose runs kept no per-query figures (recorded before they were).
+# Against the table's best loss (by concatenated MAP@R mean), within the whole table, and against the
+# untrained baseline (does training beat the network off the shelf?); see harness.significance. Empty for
+# rows whose runs kept no per-query figures (recorded before they were).
 SIGNIFICANCE_COLUMNS = ["rank", "tied_with_best", "p_vs_best", "p_welch_vs_best", "diff_vs_best",
-                        "diff_vs_best_ci_low", "diff_vs_best_ci_high"]
+                        "diff_vs_best_ci_low", "diff_vs_best_ci_high", "diff_vs_baseline", "p_vs_baseline",
+                        "beats_baseline"]
 
 
 def table_stem(dataset: str, protocol_name: str, protocol_hash: str, dataset_info: dict | None = None) -> str:
@@ -66,13 +68,21 @@ class Currency:
                 self._now[loss] = None, f"the loss cannot be loaded here ({type(error).__name__}: {error})"
         return self._now[loss]
 
-    def stale_reason(self, key: RunKey) -> str | None:
+    def _floor_identity_now(self, floor: str) -> tuple[str | None, str | None]:
+        if floor not in self._now:
+            from harness.modality import floor_named
+
+            found = floor_named(floor)
+            self._now[floor] = (found.identity(), None) if found else (None, "the floor is not in this code")
+        return self._now[floor]
+
+    def stale_reason(self, key: RunKey, role: str = LOSS_ROLE) -> str | None:
         """None if the row is current, else why not, in words."""
-        if is_baseline(key.loss):
+        if role == BASELINE_ROLE:
             return None
         if key.loss_identity is None:
             return "recorded before loss identities (schema 1); rerun it to key it to its code"
-        now, problem = self._identity_now(key.loss)
+        now, problem = self._floor_identity_now(key.loss) if role == FLOOR_ROLE else self._identity_now(key.loss)
         if problem:
             return problem
         if now != key.loss_identity:
@@ -82,12 +92,14 @@ class Currency:
 
 def _row(record: RunRecord, currency: Currency) -> dict:
     summary = record.test["summary"]
-    stale = currency.stale_reason(record.key)
+    role = role_of(record.loss)
+    stale = currency.stale_reason(record.key, role)
     row = {
         "dataset": record.key.dataset,
         "protocol": record.key.protocol_name,
         "protocol_hash": record.protocol_hash,
         "loss": record.key.loss,
+        "role": role,
         "loss_class": record.loss.get("class"),
         "loss_identity": record.key.loss_identity,
         "current": stale is None,
@@ -125,8 +137,8 @@ def _collapse_columns(record: RunRecord) -> dict:
 
 def leaderboard_tables(results_dir: Path, *, runs: dict[RunKey, RunRecord] | None = None,
                        significance: bool = True) -> dict[str, pd.DataFrame]:
-    """Table stem -> one row per run key (its newest complete run): the baseline first, then the rows
-    that are current best first, then the stale ones (made by code that has changed since).
+    """Table stem -> one row per run key (its newest complete run): the baseline first, then the floors,
+    then the rows that are current best first, then the stale ones (made by code that has changed since).
 
     A loss is its name and the identity of its code: a changed loss gets a row of its own beside the
     old one instead of silently replacing it, and the old one reads `current` False with its reason.
@@ -142,8 +154,9 @@ def leaderboard_tables(results_dir: Path, *, runs: dict[RunKey, RunRecord] | Non
     tables = {}
     for stem, table_records in records.items():
         frame = pd.DataFrame([_row(record, currency) for record in table_records])
-        frame["_order"] = [0 if loss == BASELINE else 1 if current else 2
-                           for loss, current in zip(frame["loss"], frame["current"], strict=True)]
+        order = {BASELINE_ROLE: 0, FLOOR_ROLE: 1}
+        frame["_order"] = [order.get(role, 2 if current else 3)
+                           for role, current in zip(frame["role"], frame["current"], strict=True)]
         frame = frame.sort_values(["_order", "concatenated_map_at_r_mean"], ascending=[True, False], kind="stable")
         frame = frame.drop(columns="_order").reset_index(drop=True)
         if significance:
@@ -165,8 +178,10 @@ def concatenated_ap(record: RunRecord, results_dir: Path) -> tuple[np.ndarray, n
 
 
 def add_significance(frame: pd.DataFrame, records: list[RunRecord], results_dir: Path, *, seed: int) -> pd.DataFrame:
-    """The table with SIGNIFICANCE_COLUMNS: records[i] is the run of frame's row i, best current row
-    first after the baseline. Every comparison uses the same scored test queries; stale rows take no part."""
+    """The table with SIGNIFICANCE_COLUMNS: records[i] is the run of frame's row i, best trained row
+    first after the baseline and the floors. Every comparison uses the same scored test queries; stale rows
+    take no part. Against the best, the trained rows and the floors are Holm-corrected together; against the
+    baseline, every other row (a family of its own)."""
     frame = frame.assign(**{column: np.nan for column in SIGNIFICANCE_COLUMNS})
     frame["tied_with_best"] = frame["tied_with_best"].astype(object)
     figures = {}
@@ -180,17 +195,21 @@ def add_significance(frame: pd.DataFrame, records: list[RunRecord], results_dir:
         elif not np.array_equal(found[0], relevant):
             raise HarnessError(f"runs {first} and {record.run_id} share a table but not their test queries")
         figures[i] = found[1][:, relevant > 0]
-    trained = [i for i in figures if not is_baseline(frame.loc[i, "loss"])]
-    if len(figures) < 2 or not trained:
+    trained = [i for i in figures if frame.loc[i, "role"] == LOSS_ROLE]
+    if len(figures) < 2:
         return frame
-    best = trained[0]  # the frame is sorted best first
     replicates = bootstrap_means({str(i): figures[i] for i in figures}, seed=seed)
     means = {i: float(figures[i].mean()) for i in figures}
+    _against_baseline(frame, figures, replicates, means)
+    if not trained:
+        return frame
+    best = trained[0]  # the frame is sorted best first
     others = [i for i in figures if i != best]
     tests = {i: difference(replicates[str(i)], replicates[str(best)]) for i in others}
     p_boot = dict(zip(others, holm([tests[i][2] for i in others]), strict=True))
-    p_welch = dict(zip(others, holm([welch(figures[i].mean(axis=1), figures[best].mean(axis=1)) for i in others]),
-                       strict=True))
+    welch_p = {i: welch(figures[i].mean(axis=1), figures[best].mean(axis=1)) for i in others}
+    testable = [i for i in others if not np.isnan(welch_p[i])]  # a floor has one reproduction: no Welch test
+    p_welch = {i: np.nan for i in others} | dict(zip(testable, holm([welch_p[i] for i in testable]), strict=True))
     pairs = [(i, j) for i in figures for j in figures if i < j]
     pair_p = {(i, j): difference(replicates[str(i)], replicates[str(j)])[2] for i, j in pairs}
     pair_diff = {(i, j): means[i] - means[j] for i, j in pairs}
@@ -208,5 +227,21 @@ def add_significance(frame: pd.DataFrame, records: list[RunRecord], results_dir:
         frame.at[i, "tied_with_best"] = bool(p_boot[i] >= ALPHA)
     frame["rank"] = frame["rank"].astype("Int64")
     return frame
+
+
+def _against_baseline(frame: pd.DataFrame, figures: dict, replicates: dict, means: dict) -> None:
+    """diff_vs_baseline, p_vs_baseline (Holm over every other row) and beats_baseline (significantly above
+    it) for every row with per-query figures, where the table has a current baseline row."""
+    frame["beats_baseline"] = frame["beats_baseline"].astype(object)
+    baseline = next((i for i in figures if frame.loc[i, "role"] == BASELINE_ROLE), None)
+    if baseline is None:
+        return
+    others = [i for i in figures if i != baseline]
+    p = dict(zip(others, holm([difference(replicates[str(i)], replicates[str(baseline)])[2] for i in others]),
+                 strict=True))
+    for i in others:
+        diff = means[i] - means[baseline]
+        frame.loc[i, ["diff_vs_baseline", "p_vs_baseline"]] = diff, p[i]
+        frame.at[i, "beats_baseline"] = bool(p[i] < ALPHA and diff > 0)
 
 

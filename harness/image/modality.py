@@ -18,6 +18,7 @@ __all__ = ["IMAGE", "ImageModality"]
 class ImageModality:
     name = "image"
     default_protocol = "quick"
+    floors: dict = {}  # no network-free reference for images
 
     def owns(self, dataset: str) -> bool:
         return True  # every image set, and every path harness.modality found to be no other kind

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from harness.atomic import write_atomic
-from harness.baseline import BASELINE
+from harness.baseline import LOSS_ROLE, row_role
 from harness.report.html import html_page
 from harness.report.markdown import METRIC_TITLES, format_table, markdown_page
 from harness.report.plots import loss_chart, map_at_r_chart, validation_vs_test_chart
@@ -49,7 +49,7 @@ def write_report(frame: pd.DataFrame, records: list[RunRecord], reports_dir: Pat
         written.append(plots_dir / f"{name}.png")
     loss_plots = {}
     for (_, row), record in zip(frame.iterrows(), records, strict=True):
-        if row["loss"] == BASELINE:
+        if row_role(row) != LOSS_ROLE:  # the baseline and the floors train nothing
             continue
         path = plots_dir / f"{record.run_id}.png"
         if redraw or not path.exists():

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.baseline import BASELINE
+from harness.baseline import FLOOR_ROLE, row_role, trained_mask
 from harness.evaluate import METRICS, MODES
 
-__all__ = ["METRIC_TITLES", "FIGURE_COLUMNS", "SIGNIFICANCE_NOTE", "COLLAPSE_NOTE", "TABLE_NOTE", "cell",
+__all__ = ["has_baseline_comparison", "vs_baseline",
+           "METRIC_TITLES", "FIGURE_COLUMNS", "SIGNIFICANCE_NOTE", "COLLAPSE_NOTE", "TABLE_NOTE", "cell",
            "has_significance", "shown_params", "row_labels", "tie_groups", "Published", "published", "collapsed",
            "STALE_NOTE", "is_current", "stale_rows"]
 
@@ -26,8 +27,9 @@ FIGURE_COLUMNS = [(f"{mode}_{m}", f"{mode[:3]}. {METRIC_TITLES[m]}") for mode in
 TABLE_NOTE = (
     "Test figures in percent, mean ± 95% Student-t half-width over reproductions; sep. scores each fold "
     "model alone (averaged), con. the four fold models' embeddings joined. none is the network as "
-    "initialised, untrained. Regenerated from the run records by make leaderboard; each row's run_id names "
-    "its record under results/runs/.")
+    "initialised, untrained; a floor (text: tfidf) scores without any network, fitted on the search half, "
+    "once (no seed, so one reproduction and no CI). Regenerated from the run records by make leaderboard; "
+    "each row's run_id names its record under results/runs/.")
 SIGNIFICANCE_NOTE = (
     "Ties: losses in bold are tied with the best (by con. MAP@R mean). Each loss is compared with the best by "
     "a two-level paired bootstrap of the difference in con. MAP@R (10,000 resamples: reproductions drawn with "
@@ -35,6 +37,8 @@ SIGNIFICANCE_NOTE = (
     "the best, α = 0.05; tied means a corrected p ≥ α. Welch's t-test over reproductions is in the CSV as a "
     "second opinion: with 3 reproductions it has almost no power, which is why the test queries carry the "
     "test. rank = 1 + the number of losses significantly better (all pairs, Holm-corrected together). "
+    "vs none: con. MAP@R minus the untrained network's, in points, with the same bootstrap's p Holm-corrected "
+    "over every row; * marks a row significantly above it. "
     "Rows marked — have no per-query figures (recorded before they were kept).")
 STALE_NOTE = (
     "Not current: these rows were made by other code than the loss's as it stands (its identity, the hash of "
@@ -68,11 +72,25 @@ def is_current(row: pd.Series) -> bool:
 
 
 def row_labels(frame: pd.DataFrame) -> list[str]:
-    """Each row's loss name; the same loss made by other code (two rows) gets its identity, and a row
-    that is not current says so."""
+    """Each row's loss name; the same loss made by other code (two rows) gets its identity, a floor says
+    it is one, and a row that is not current says so."""
     repeated = set(frame["loss"][frame["loss"].duplicated()])
     return [row["loss"] + (f" (id {str(row.get('loss_identity'))[:8]})" if row["loss"] in repeated else "")
+            + (" (floor)" if row_role(row) == FLOOR_ROLE else "")
             + ("" if is_current(row) else " (not current)") for _, row in frame.iterrows()]
+
+
+def has_baseline_comparison(frame: pd.DataFrame) -> bool:
+    """Whether the table compares its rows with the untrained baseline (harness.tables)."""
+    return "p_vs_baseline" in frame and bool(frame["p_vs_baseline"].notna().any())
+
+
+def vs_baseline(row: pd.Series) -> str:
+    """A row's con. MAP@R minus the baseline's in points, with its Holm-corrected p; * where significantly above."""
+    if pd.isna(row.get("p_vs_baseline")):
+        return "—"
+    star = "*" if row.get("beats_baseline") is True else ""
+    return f"{100 * row['diff_vs_baseline']:+.2f}{star} (p {row['p_vs_baseline']:.4f})"
 
 
 def stale_rows(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -86,7 +104,7 @@ def tie_groups(frame: pd.DataFrame) -> dict[str, list[str]] | None:
     and one `rank N` entry per rank; None where the table has no significance columns."""
     if not has_significance(frame):
         return None
-    trained = frame[(frame["loss"] != BASELINE) & frame["rank"].notna()]
+    trained = frame[trained_mask(frame) & frame["rank"].notna()]
     groups = {"tied": list(trained.loc[trained["tied_with_best"] == True, "loss"]),  # noqa: E712 (object column)
               "below": list(trained.loc[trained["tied_with_best"] == False, "loss"])}  # noqa: E712
     for rank, losses in trained.groupby("rank", sort=True)["loss"]:

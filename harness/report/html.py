@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from harness.baseline import BASELINE
+from harness.baseline import LOSS_ROLE, row_role
 from harness.report.content import (
     COLLAPSE_NOTE,
     FIGURE_COLUMNS,
@@ -24,6 +24,7 @@ from harness.report.content import (
     TABLE_NOTE,
     cell,
     collapsed,
+    has_baseline_comparison,
     has_significance,
     is_current,
     published,
@@ -31,6 +32,7 @@ from harness.report.content import (
     shown_params,
     stale_rows,
     tie_groups,
+    vs_baseline,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ th:first-child, td:first-child, td.text { text-align: left; }
 thead th { position: sticky; top: 0; background: #f6f6f6; }
 th button { font: inherit; font-weight: 600; border: 0; background: none; cursor: pointer; padding: 0; }
 th[aria-sort="ascending"] button::after { content: " ▲"; } th[aria-sort="descending"] button::after { content: " ▼"; }
-tr.tied td { font-weight: 700; } tbody.baseline td { color: #666; font-style: italic; }
+tr.tied td { font-weight: 700; } tbody.baseline td, tbody.floor td { color: #666; font-style: italic; }
 tbody.stale td { color: #999; }
 .note { color: #555; max-width: 75em; } figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
 .wide { overflow-x: auto; }
@@ -105,9 +107,11 @@ def _table(frame: pd.DataFrame) -> str:
     significance = has_significance(frame)
     heads = ["loss"] + (["rank"] if significance else []) + [title for _, title in FIGURE_COLUMNS]
     heads += ["val. MAP@R"] + (["Δ con. MAP@R vs best [95% CI]", "p vs best"] if significance else [])
+    baseline = has_baseline_comparison(frame)
+    heads += ["con. MAP@R vs none (Δ, p)"] if baseline else []
     heads += ["trials", "reps", "best hyperparameters", "collapsed (trials / test units)"]
     head = "".join(f'<th scope="col"><button type="button">{html.escape(h)}</button></th>' for h in heads)
-    bodies: dict[str, list[str]] = {"": [], "stale": [], "baseline": []}
+    bodies: dict[str, list[str]] = {"": [], "stale": [], "baseline": [], "floor": []}
     for label, (_, row) in zip(row_labels(frame), frame.iterrows(), strict=True):
         cells = [_td(f'<a href="#{loss_anchor(row["loss"])}">{html.escape(label)}</a>', label)]
         if significance:
@@ -123,6 +127,8 @@ def _table(frame: pd.DataFrame) -> str:
             cells.append(_td(shown, _number(diff)))
             p = row["p_vs_best"]
             cells.append(_td("—" if pd.isna(p) else f"{p:.4f}", _number(p)))
+        if baseline:
+            cells.append(_td(html.escape(vs_baseline(row)), _number(row.get("diff_vs_baseline"))))
         cells += [_td(str(row["trials"]), row["trials"]), _td(str(row["reproductions"]), row["reproductions"])]
         params = shown_params(row["best_params"])
         cells.append(_td(html.escape(params), params, "text"))
@@ -132,11 +138,12 @@ def _table(frame: pd.DataFrame) -> str:
         else:
             cells.append(_td("—"))
         tied = ' class="tied"' if significance and row["tied_with_best"] is True else ""
-        body = "baseline" if row["loss"] == BASELINE else "" if is_current(row) else "stale"
+        role = row_role(row)
+        body = role if role != LOSS_ROLE else "" if is_current(row) else "stale"
         bodies[body].append(f"<tr{tied}>{''.join(cells)}</tr>")
     parts = [f'<div class="wide"><table class="sortable" id="leaderboard"><thead><tr>{head}</tr></thead>',
              f"<tbody>{''.join(bodies[''])}</tbody>"]
-    for body in ("baseline", "stale"):  # below the sorted rows, each in a body of its own
+    for body in ("baseline", "floor", "stale"):  # below the sorted rows, each in a body of its own
         if bodies[body]:
             parts.append(f'<tbody class="{body}">{"".join(bodies[body])}</tbody>')
     return "".join(parts) + "</table></div>"

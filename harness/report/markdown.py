@@ -13,11 +13,13 @@ from harness.report.content import (
     TABLE_NOTE,
     cell,
     collapsed,
+    has_baseline_comparison,
     has_significance,
     published,
     row_labels,
     shown_params,
     stale_rows,
+    vs_baseline,
 )
 
 __all__ = ["METRIC_TITLES", "format_table", "format_stale", "format_collapsed", "format_published", "format_cites",
@@ -35,6 +37,8 @@ def format_table(frame: pd.DataFrame) -> str:
     significance = has_significance(frame)
     header = ["loss"] + [title for _, title in FIGURE_COLUMNS] + ["trials", "reps", "best hyperparameters"]
     header += ["rank"] if significance else []
+    baseline = has_baseline_comparison(frame)
+    header += ["con. MAP@R vs none (Δ, p)"] if baseline else []
     rows = []
     for label, (_, row) in zip(row_labels(frame), frame.iterrows(), strict=True):
         if significance and row["tied_with_best"] is True:
@@ -43,6 +47,8 @@ def format_table(frame: pd.DataFrame) -> str:
         cells += [str(row["trials"]), str(row["reproductions"]), shown_params(row["best_params"])]
         if significance:
             cells.append("—" if pd.isna(row["rank"]) else str(int(row["rank"])))
+        if baseline:
+            cells.append(vs_baseline(row))
         rows.append(cells)
     return "\n".join(_markdown_table(header, rows))
 

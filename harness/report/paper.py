@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.baseline import BASELINE
+from harness.baseline import BASELINE, trained_mask
 from harness.errors import HarnessError
 from harness.report.content import FIGURE_COLUMNS, cell, published
 from harness.report.markdown import format_table
@@ -67,13 +67,14 @@ def _latex(frame: pd.DataFrame) -> str:
             name, cells = f"\\textbf{{{name}}}", [f"\\textbf{{{c}}}" for c in cells]
         return " & ".join([name, *cells]) + " \\\\"
 
-    baseline = frame[frame["loss"] == BASELINE]
-    trained = frame[frame["loss"] != BASELINE]
-    for i, row in trained.iterrows():
+    trained = trained_mask(frame)
+    for i, row in frame[trained].iterrows():
         lines.append(row_line(row, tied[i] is True))
-    if not baseline.empty:
+    if (~trained).any():  # the baseline, then the floors
         lines.append("\\midrule")
-        lines.append(row_line(baseline.iloc[0], False).replace(BASELINE, "untrained", 1))
+        for _, row in frame[~trained].iterrows():
+            lines.append(row_line(row, False).replace(BASELINE, "untrained", 1) if row["loss"] == BASELINE
+                         else row_line(row, False))
     found = published(frame)
     if found is not None:
         lines.append("\\midrule")

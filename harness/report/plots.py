@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.baseline import BASELINE
+from harness.baseline import trained_mask
 from harness.diagnostics import YARDSTICK_MARGIN
 from harness.report.importance import completed_trials, param_importances
 
@@ -39,8 +39,8 @@ def map_at_r_chart(frame: pd.DataFrame) -> bytes:
     loss, best at the top and the untrained network at the bottom, so the labels stay readable with
     the whole zoo. Losses tied with the best
     (where the table has significance columns) have bold labels; a dotted line marks the best con. mean."""
-    baseline = frame["loss"] == "none"
-    rows = pd.concat([frame[~baseline], frame[baseline]]).iloc[::-1].reset_index(drop=True)
+    reference = ~trained_mask(frame)
+    rows = pd.concat([frame[~reference], frame[reference]]).iloc[::-1].reset_index(drop=True)
     fig = Figure(figsize=(8, 1.2 + 0.34 * len(rows)), layout="constrained")
     ax = fig.add_subplot()
     positions = np.arange(len(rows))
@@ -55,7 +55,7 @@ def map_at_r_chart(frame: pd.DataFrame) -> bytes:
     for label, is_tied in zip(ax.get_yticklabels(), tied, strict=True):
         if is_tied is True:
             label.set_fontweight("bold")
-    trained = frame[frame["loss"] != BASELINE]
+    trained = frame[trained_mask(frame)]
     if len(trained):
         ax.axvline(100 * trained["concatenated_map_at_r_mean"].max(), color="0.3", linestyle=":", linewidth=1,
                    label="best con.")
@@ -74,7 +74,7 @@ def validation_vs_test_chart(frame: pd.DataFrame) -> bytes:
     changes from one axis to the other (Spearman's rho in the title)."""
     from scipy.stats import spearmanr
 
-    rows = frame[(frame["loss"] != BASELINE) & frame["best_val_map_at_r"].notna()]
+    rows = frame[trained_mask(frame) & frame["best_val_map_at_r"].notna()]
     fig = Figure(figsize=(6.5, 5), layout="constrained")
     ax = fig.add_subplot()
     x = 100 * rows["best_val_map_at_r"].to_numpy(dtype=float)

@@ -11,6 +11,7 @@ import torch
 from harness.dataset_names import TEXT_DATASETS
 from harness.errors import HarnessError
 from harness.protocol import Protocol
+from harness.text.floor import TFIDF
 
 __all__ = ["TEXT", "TextModality", "EVAL_BATCH"]
 
@@ -24,6 +25,7 @@ def _root(root: Path | None) -> Path:
 class TextModality:
     name = "text"
     default_protocol = "text_quick"
+    floors = {TFIDF.name: TFIDF}
 
     def owns(self, dataset: str) -> bool:
         from harness.text.data import is_text_file
