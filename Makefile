@@ -87,7 +87,7 @@ worker: $(VENV)/.runtime
 # The untrained baseline and every registered loss, one after the other, into one table; losses that
 # already have a complete run under this protocol are skipped, so an interrupted zoo continues.
 zoo: $(VENV)/.runtime
-	for loss in none $$($(BIN)/harness losses --names); do \
+	for loss in none $$($(BIN)/harness losses --names --dataset "$(DATASET)"); do \
 		$(BIN)/harness benchmark --if-missing --loss "$$loss" $(BENCH_OPTS) || exit 1; \
 	done
 

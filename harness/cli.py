@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -149,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     zoo_format.add_argument("--names", action="store_true", help="only the names, one a line (for scripts)")
     zoo_format.add_argument("--json", action="store_true", help="per loss, one JSON object a line: name, class, "
                             "identity, space (Optuna's JSON form), defaults, paper, description")
+    zoo.add_argument("--dataset", default=None, help="also the floors of this dataset's kind (text: tfidf), "
+                     "first: rows without a network that its tables hold beside none")
     return parser
 
 
@@ -280,12 +283,18 @@ def _dataset_line(row: dict) -> str:
             f"version {row['version']}")
 
 
-def _losses(names_only: bool, as_json: bool) -> None:
+def _losses(names_only: bool, as_json: bool, dataset: str | None = None) -> None:
     import losses
+    from harness.modality import modality_of
 
+    floors = list(modality_of(dataset).floors.values()) if dataset else []
     if names_only:
-        print("\n".join(losses.available()))
+        print("\n".join([floor.name for floor in floors] + losses.available()))
         return
+    for floor in floors:
+        print(json.dumps({"name": floor.name, "role": "floor", "identity": floor.identity(),
+                          "description": floor.description}) if as_json else
+              f"{floor.name}: {floor.description}\n    searched: nothing (a floor)")
     if as_json:
         for name in losses.available():  # JSON Lines: one loss per line
             print(json.dumps(losses.summary(name)))
@@ -347,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "cite":
             _cite(args)
         elif args.command == "losses":
-            _losses(args.names, args.json)
+            _losses(args.names, args.json, args.dataset)
+    except BrokenPipeError:  # the reader stopped early (`harness losses | head`): what it read was all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except RunFailed as error:
         print(f"harness: run failed: {redact(str(error))}", file=sys.stderr)
         return EXIT_RUN_FAILED

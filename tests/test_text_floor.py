@@ -114,3 +114,11 @@ def test_the_floor_is_scored_once_in_a_block_of_its_own(tmp_path, capsys, monkey
     assert not frame.iloc[1]["current"] and "changed" in frame.iloc[1]["stale_reason"]
     # --if-missing finds the floor's row by its key
     assert main(["benchmark", "--if-missing", "--loss", "tfidf", *common]) == 0
+
+
+def test_make_zoo_lists_the_floors_of_the_dataset_first(capsys):
+    assert main(["losses", "--names", "--dataset", "wordnet"]) == 0
+    text = capsys.readouterr().out.split()
+    assert main(["losses", "--names", "--dataset", "glyphs"]) == 0
+    image = capsys.readouterr().out.split()
+    assert text[0] == "tfidf" and text[1:] == image and "tfidf" not in image
