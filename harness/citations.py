@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from harness.records import RunRecord
 
-__all__ = ["HARNESS_BIBTEX", "PAPERS", "LOSS_PAPERS", "bibtex_for", "cite_block"]
+__all__ = ["HARNESS_BIBTEX", "PAPERS", "LOSS_PAPERS", "DATASET_PAPERS", "ENCODER_PAPERS", "FLOOR_PAPERS", "bibtex_for",
+           "cite_block"]
 
 HARNESS_BIBTEX = """@software{dml_harness,
   title = {dml-harness: a fair-comparison benchmark harness for deep metric learning losses},
@@ -192,7 +193,38 @@ PAPERS = {
   booktitle = {Conference on Empirical Methods in Natural Language Processing (EMNLP-IJCNLP)},
   year = {2019}
 }""",
+    "miller1995wordnet": """@article{miller1995wordnet,
+  title = {WordNet: A Lexical Database for English},
+  author = {Miller, George A.},
+  journal = {Communications of the ACM},
+  volume = {38},
+  number = {11},
+  pages = {39--41},
+  year = {1995}
+}""",
+    "wang2020minilm": """@inproceedings{wang2020minilm,
+  title = {MiniLM: Deep Self-Attention Distillation for Task-Agnostic Compression of Pre-Trained Transformers},
+  author = {Wang, Wenhui and Wei, Furu and Dong, Li and Bao, Hangbo and Yang, Nan and Zhou, Ming},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year = {2020}
+}""",
+    "pedregosa2011scikit": """@article{pedregosa2011scikit,
+  title = {Scikit-learn: Machine Learning in {P}ython},
+  author = {Pedregosa, F. and Varoquaux, G. and Gramfort, A. and Michel, V. and Thirion, B. and Grisel, O. and
+            Blondel, M. and Prettenhofer, P. and Weiss, R. and Dubourg, V. and Vanderplas, J. and Passos, A. and
+            Cournapeau, D. and Brucher, M. and Perrot, M. and Duchesnay, E.},
+  journal = {Journal of Machine Learning Research},
+  volume = {12},
+  pages = {2825--2830},
+  year = {2011}
+}""",
 }
+
+# What a row ran on, beside its loss: the dataset's source, the pretrained encoder a text protocol trains on,
+# and the library a floor is (a row cites each that applies).
+DATASET_PAPERS = {"wordnet": ["miller1995wordnet"]}
+ENCODER_PAPERS = {"all-MiniLM-L6-v2": ["wang2020minilm", "reimers2019sentencebert"]}
+FLOOR_PAPERS = {"tfidf": ["pedregosa2011scikit"]}
 
 # The papers of each registered loss, as its `paper` field names them (harness losses prints it).
 LOSS_PAPERS = {
@@ -228,12 +260,16 @@ LOSS_PAPERS = {
 }
 
 
-def bibtex_for(loss_name: str, harness_version: str) -> str:
-    """The harness's entry, the reality check's (whose protocol this is), and the loss's papers'.
+def bibtex_for(loss_name: str, harness_version: str, *, dataset: str | None = None,
+               encoder: str | None = None) -> str:
+    """The harness's entry, the reality check's (whose protocol this is), the loss's (or floor's) papers',
+    and those of the dataset and the pretrained encoder where they have one.
 
     A plug-in loss has no entry here; the untrained baseline has no paper of its own.
     """
-    keys = ["musgrave2020reality", *LOSS_PAPERS.get(loss_name, [])]
+    keys = ["musgrave2020reality", *LOSS_PAPERS.get(loss_name, []), *FLOOR_PAPERS.get(loss_name, []),
+            *DATASET_PAPERS.get(dataset or "", []), *ENCODER_PAPERS.get(encoder or "", [])]
+    keys = list(dict.fromkeys(keys))  # each once, in that order
     return "\n\n".join([HARNESS_BIBTEX.replace("{version}", harness_version), *(PAPERS[key] for key in keys)])
 
 
@@ -254,6 +290,7 @@ def cite_block(record: RunRecord) -> str:
         "packages: " + ", ".join(f"{name} {version}" for name, version in sorted(packages.items()) if version),
         f"machine: {env.get('platform', '-')}, {env.get('device', '-')}, jobs {env.get('jobs', '-')}",
         "",
-        bibtex_for(record.loss["name"], harness_version),
+        bibtex_for(record.loss["name"], harness_version, dataset=record.key.dataset,
+                   encoder=(record.protocol.get("text") or {}).get("encoder")),
     ]
     return "\n".join(lines)

@@ -45,3 +45,14 @@ def test_cite_block_names_the_rerun_command_hashes_and_versions():
     assert "harness: 0.1.0  commit c0ffee" in block and "torch 2.14.1" in block and "faiss-cpu" not in block
     assert "@inproceedings{deng2019arcface," in block
     assert "loss: arcface  (identity abc)" in block
+
+
+def test_a_text_row_cites_its_data_and_encoder_and_the_floor_its_library():
+    text = bibtex_for("multiple_negatives_ranking", "0.1.0", dataset="wordnet", encoder="all-MiniLM-L6-v2")
+    assert re.findall(r"@\w+\{(\w+),", text) == ["dml_harness", "musgrave2020reality", "henderson2017efficient",
+                                                 "oord2018representation", "miller1995wordnet", "wang2020minilm",
+                                                 "reimers2019sentencebert"]
+    floor = bibtex_for("tfidf", "0.1.0", dataset="wordnet")
+    assert re.findall(r"@\w+\{(\w+),", floor)[2:] == ["pedregosa2011scikit", "miller1995wordnet"]
+    # an image row cites no text source
+    assert "miller1995wordnet" not in bibtex_for("arcface", "0.1.0", dataset="glyphs")
