@@ -224,9 +224,13 @@ def record_stage(ctx: RunContext, test_study: optuna.Study) -> tuple[RunRecord, 
                              new_run_id(ctx.key.dataset, ctx.protocol.name, ctx.key.loss), describe_run)
 
 
-def floor_stage(ctx: RunContext) -> RunRecord:
+def floor_stage(ctx: RunContext) -> tuple[RunRecord, bool]:
     """A floor's whole run after prepare: fitted on the search half, scored on the test half once, recorded.
-    Nothing is searched or queued (no seed, no units), so no study is made; the record is written atomically."""
+    Nothing is searched or queued (no seed, no units), so no study is made; the record is written atomically.
+    Like a finished study's, a floor's existing record of this key is the answer. Returns (record, written now)."""
+    done = completed_run(ctx.results_dir, ctx.key)
+    if done:
+        return load_record(record_path(ctx.results_dir, done)), False
     started = datetime.now(UTC)
     test_set = ctx.data.subset(ctx.split.test)
     test_figures, per_query = floor_test(floor_named(ctx.key.loss), ctx.trainval, test_set)
@@ -235,7 +239,7 @@ def floor_stage(ctx: RunContext) -> RunRecord:
     test_figures["per_query"] = write_per_query(ctx.results_dir / "runs" / run_id, pack(relevant, per_query))
     run = _record(ctx, run_id, started.isoformat(), baseline_search(), test_figures, jobs=1)
     write_record(ctx.results_dir, run)
-    return run
+    return run, True
 
 
 def _record(ctx: RunContext, run_id: str, started_at: str, search: dict, test_figures: dict, *,
@@ -272,8 +276,8 @@ def run_benchmark(*, loss_name: str, dataset: str, protocol: Protocol, results_d
                       reports_dir=reports_dir, storage=storage, data_root=data_root, progress=progress,
                       heartbeat_seconds=heartbeat_seconds, take_work=take_work, poll_seconds=poll_seconds)
     if role_of(ctx.loss) == FLOOR_ROLE:  # no network: nothing to search, queue or share with workers
-        run = floor_stage(ctx)
-        return run, publish(ctx.results_dir, ctx.reports_dir, redraw=False)
+        run, written = floor_stage(ctx)
+        return run, publish(ctx.results_dir, ctx.reports_dir, redraw=False) if written else None
     with ctx.store.sole_worker(ctx.key.study_name), Jobs(jobs) as ctx.jobs:
         search_stage(ctx)
         test_study = test_stage(ctx)

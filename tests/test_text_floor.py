@@ -112,8 +112,11 @@ def test_the_floor_is_scored_once_in_a_block_of_its_own(tmp_path, capsys, monkey
     monkeypatch.setattr(type(TFIDF), "identity", lambda self: "0" * 64)
     (frame,) = leaderboard_tables(tmp_path / "results").values()
     assert not frame.iloc[1]["current"] and "changed" in frame.iloc[1]["stale_reason"]
-    # --if-missing finds the floor's row by its key
+    # --if-missing finds the floor's row by its key, and a second benchmark answers with the same record
+    monkeypatch.undo()
     assert main(["benchmark", "--if-missing", "--loss", "tfidf", *common]) == 0
+    assert main(["benchmark", "--loss", "tfidf", *common]) == 0
+    assert len(list((tmp_path / "results" / "runs").glob("*tfidf*/record.json"))) == 1
 
 
 def test_make_zoo_lists_the_floors_of_the_dataset_first(capsys):
