@@ -56,25 +56,24 @@ class Currency:
     per loss while tables are built): a row made by other code is stale, and says why."""
 
     def __init__(self) -> None:
-        self._now: dict[str, tuple[str | None, str | None]] = {}
+        self._now: dict[tuple[str, str], tuple[str | None, str | None]] = {}
 
-    def _identity_now(self, loss: str) -> tuple[str | None, str | None]:
-        if loss not in self._now:
-            import losses
+    def _identity_now(self, loss: str, role: str) -> tuple[str | None, str | None]:
+        """(identity of the code as it stands here, None) or (None, why it has none), once per (role, name)."""
+        if (role, loss) not in self._now:
+            if role == FLOOR_ROLE:
+                from harness.modality import floor_named
 
-            try:
-                self._now[loss] = losses.identity(loss), None
-            except Exception as error:  # a plug-in that is gone or broken here: its rows cannot be current
-                self._now[loss] = None, f"the loss cannot be loaded here ({type(error).__name__}: {error})"
-        return self._now[loss]
+                found = floor_named(loss)
+                self._now[role, loss] = (found.identity(), None) if found else (None, "the floor is not in this code")
+            else:
+                import losses
 
-    def _floor_identity_now(self, floor: str) -> tuple[str | None, str | None]:
-        if floor not in self._now:
-            from harness.modality import floor_named
-
-            found = floor_named(floor)
-            self._now[floor] = (found.identity(), None) if found else (None, "the floor is not in this code")
-        return self._now[floor]
+                try:
+                    self._now[role, loss] = losses.identity(loss), None
+                except Exception as error:  # a plug-in that is gone or broken here: its rows cannot be current
+                    self._now[role, loss] = None, f"the loss cannot be loaded here ({type(error).__name__}: {error})"
+        return self._now[role, loss]
 
     def stale_reason(self, key: RunKey, role: str = LOSS_ROLE) -> str | None:
         """None if the row is current, else why not, in words."""
@@ -82,7 +81,7 @@ class Currency:
             return None
         if key.loss_identity is None:
             return "recorded before loss identities (schema 1); rerun it to key it to its code"
-        now, problem = self._floor_identity_now(key.loss) if role == FLOOR_ROLE else self._identity_now(key.loss)
+        now, problem = self._identity_now(key.loss, role)
         if problem:
             return problem
         if now != key.loss_identity:
